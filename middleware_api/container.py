@@ -1,0 +1,141 @@
+"""The composition root: builds the ports' adapters for the chosen backend and the services on them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from middleware_api import schema
+from middleware_api.ports.background import Background, TaskHandler
+from middleware_api.ports.blobs import Blobs
+from middleware_api.ports.tables import Table
+from middleware_api.services.checkpoints import CheckpointService
+from middleware_api.services.passwords import digest_secret
+from middleware_api.services.roles import ADMIN_ROLE, RoleService
+from middleware_api.services.tokens import TokenService
+from middleware_api.services.users import UserService
+from middleware_api.settings import Settings, SettingsError
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, built once per process."""
+
+    settings: Settings
+    tables: Mapping[str, Table]
+    blobs: Blobs
+    background: Background
+    api_key_sha256: str | None
+    roles: RoleService = field(init=False)
+    users: UserService = field(init=False)
+    tokens: TokenService = field(init=False)
+    checkpoints: CheckpointService = field(init=False)
+    task_handlers: dict[str, TaskHandler] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    keep_api_key_sha256: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        users_table = self.tables[schema.USERS.name]
+        self.roles = RoleService(users_table)
+        self.users = UserService(users_table, self.roles)
+        self.tokens = TokenService(users_table, self.users)
+        self.checkpoints = CheckpointService(self.tables[schema.CHECKPOINTS.name], self.blobs, self.background)
+        self.task_handlers.update(self.checkpoints.task_handlers())
+
+    def start(self) -> None:
+        """Work done once per process start: default roles exist."""
+        self.roles.ensure_defaults()
+
+    def first_start(self) -> dict[str, str]:
+        """Make what a new deployment lacks: an API key and an admin user.
+
+        Returns the secrets it made (to be shown once, never stored in clear):
+        `api_key` and/or `admin_password`.
+        """
+        made: dict[str, str] = {}
+        if self.api_key_sha256 is None:
+            if self.keep_api_key_sha256 is None:
+                raise SettingsError("set ESD_API_KEY or ESD_API_KEY_SHA256: this backend cannot store a generated key")
+            made["api_key"] = secrets.token_urlsafe(32)
+            self.use_api_key(made["api_key"])
+        if not self.users.has_users():
+            password = self.settings.admin_password
+            if password is None:
+                password = made["admin_password"] = secrets.token_urlsafe(12)
+            self.users.bootstrap(self.settings.admin_username, password, [ADMIN_ROLE])
+        return made
+
+    def use_api_key(self, api_key: str) -> None:
+        """Make `api_key` the deployment key, keeping only its digest where the backend can."""
+        self.api_key_sha256 = digest_secret(api_key)
+        if self.keep_api_key_sha256:
+            self.keep_api_key_sha256(self.api_key_sha256)
+
+    def close(self) -> None:
+        self.background.close()
+        for closer in self.closers:
+            closer()
+
+
+def build_services(settings: Settings) -> Services:
+    """Services on the backend the settings name (`embedded` or `aws`)."""
+    handlers: dict[str, TaskHandler] = {}
+    if settings.backend == "aws":
+        services = _aws_services(settings, handlers)
+    else:
+        services = _embedded_services(settings, handlers)
+    services.start()
+    return services
+
+
+def _deployment_key_digest(settings: Settings, stored: str | None = None) -> str | None:
+    if settings.api_key:
+        return digest_secret(settings.api_key)
+    return settings.api_key_sha256 or stored
+
+
+def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Services:
+    from middleware_api.adapters.embedded.background import ThreadBackground
+    from middleware_api.adapters.embedded.blobs import LocalBlobs, UrlSigner
+    from middleware_api.adapters.embedded.secrets import LocalSecrets
+    from middleware_api.adapters.embedded.tables import SqliteDatabase
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = LocalSecrets(settings.data_dir)
+    database = SqliteDatabase(settings.data_dir / "esd.sqlite3")
+    tables = {spec.name: database.table(spec) for spec in schema.ALL_TABLES}
+    blobs = LocalBlobs(settings.data_dir / "blobs", UrlSigner(secrets.signing_key), public_url=settings.public_url)
+    services = Services(
+        settings=settings,
+        tables=tables,
+        blobs=blobs,
+        background=ThreadBackground(handlers),
+        api_key_sha256=_deployment_key_digest(settings, secrets.api_key_sha256),
+        task_handlers=handlers,
+        closers=[database.close],
+        keep_api_key_sha256=secrets.store_api_key_sha256,
+    )
+    return services
+
+
+def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Services:
+    import boto3
+
+    from middleware_api.adapters.aws.blobs import S3Blobs, s3_client
+    from middleware_api.adapters.aws.tables import DynamoTable
+    from middleware_api.adapters.embedded.background import ThreadBackground
+
+    session = boto3.session.Session(region_name=settings.region)
+    endpoint = {"endpoint_url": settings.aws_endpoint_url} if settings.aws_endpoint_url else {}
+    dynamodb = session.resource("dynamodb", **endpoint)
+    tables = {spec.name: DynamoTable(dynamodb, settings.table_prefix + spec.name, spec) for spec in schema.ALL_TABLES}
+    blobs = S3Blobs(s3_client(settings.region, settings.aws_endpoint_url, session), settings.bucket or "")
+    return Services(
+        settings=settings,
+        tables=tables,
+        blobs=blobs,
+        background=ThreadBackground(handlers),
+        api_key_sha256=_deployment_key_digest(settings),
+        task_handlers=handlers,
+    )

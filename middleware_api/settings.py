@@ -1,0 +1,64 @@
+"""Settings of the middleware, from environment variables (the CLI's flags set the same ones)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+BACKENDS = ("embedded", "aws")
+
+
+class SettingsError(ValueError):
+    """A setting with a value the middleware cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the middleware keeps its data and how it checks callers.
+
+    Secrets (`api_key`, `admin_password`) are read from the environment only,
+    never from flags, and never printed once stored.
+    """
+
+    backend: str = "embedded"
+    data_dir: Path = Path("esd-data")
+    api_key: str | None = field(default=None, repr=False)
+    api_key_sha256: str | None = field(default=None, repr=False)
+    admin_username: str = "admin"
+    admin_password: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    bucket: str | None = None
+    table_prefix: str = "esd-"
+    region: str | None = None
+    aws_endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Settings from `ESD_*` variables; `overrides` (from flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "backend": env.get("ESD_BACKEND", "embedded"),
+            "data_dir": Path(env.get("ESD_DATA_DIR", "esd-data")),
+            "api_key": env.get("ESD_API_KEY") or None,
+            "api_key_sha256": env.get("ESD_API_KEY_SHA256") or None,
+            "admin_username": env.get("ESD_ADMIN_USERNAME", "admin"),
+            "admin_password": env.get("ESD_ADMIN_PASSWORD") or None,
+            "public_url": env.get("ESD_PUBLIC_URL") or None,
+            "bucket": env.get("ESD_BUCKET") or None,
+            "table_prefix": env.get("ESD_TABLE_PREFIX", "esd-"),
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            "aws_endpoint_url": env.get("ESD_AWS_ENDPOINT_URL") or None,
+        }
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        values["data_dir"] = Path(values["data_dir"])  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"ESD_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "aws" and not self.bucket:
+            raise SettingsError("ESD_BACKEND=aws needs ESD_BUCKET (the bucket for models, payloads and images)")

@@ -1,0 +1,82 @@
+"""Shared fixtures: the middleware on each backend (embedded; aws on a moto server), and an HTTP helper.
+
+`api` is parametrized over both backends, so every test written against it is a
+contract test of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from support import ADMIN, ADMIN_PASSWORD, API_KEY, BUCKET, REGION, TABLE_PREFIX, Api, free_port
+
+from middleware_api.app import create_app
+from middleware_api.container import Services, build_services
+from middleware_api.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server for the session (a real HTTP endpoint, so presigned URLs work)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def aws_settings(moto_url: str) -> Settings:
+    """Fresh moto state with the bucket and every table, and settings pointing at it."""
+    import boto3
+
+    from middleware_api.adapters.aws.tables import create_tables
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    boto3.client("s3", endpoint_url=moto_url, region_name=REGION).create_bucket(Bucket=BUCKET)
+    create_tables(boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION), TABLE_PREFIX)
+    return Settings(
+        backend="aws",
+        api_key=API_KEY,
+        bucket=BUCKET,
+        table_prefix=TABLE_PREFIX,
+        region=REGION,
+        aws_endpoint_url=moto_url,
+    )
+
+
+@pytest.fixture(params=["embedded", "aws"])
+def services(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Services]:
+    """The services on each backend, with an admin user holding `IT Operator`."""
+    if request.param == "aws":
+        request.getfixturevalue("aws_env")
+        settings = aws_settings(request.getfixturevalue("moto_url"))
+    else:
+        settings = Settings(data_dir=tmp_path / "data", api_key=API_KEY)
+    built = build_services(settings)
+    built.users.bootstrap(ADMIN, ADMIN_PASSWORD, ["IT Operator"])
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def api(services: Services) -> Iterator[Api]:
+    with TestClient(create_app(services)) as client:
+        yield Api(client, services)

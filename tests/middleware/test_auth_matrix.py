@@ -1,0 +1,119 @@
+"""The auth matrix: every route × {no key, wrong key, no username, unknown user, user without the
+permission, permitted user}, on both backends; and every route of the OpenAPI document is in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from support import API_KEY, Api
+
+from middleware_api.app import create_app
+
+ANY_USER = "any user"
+NO_USER = "no user"  # the route does not act for a user (ping, the credential check)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    permission: str  # "resource:action", ANY_USER or NO_USER
+    body: Any = None
+    permitted_status: int = 200
+
+    @property
+    def template(self) -> str:
+        return self.path.replace("missing-id", "{checkpointId}")
+
+
+ROUTES = [
+    Route("GET", "/ping", NO_USER),
+    Route("POST", "/login", NO_USER, {"username": "permitted", "password": "user-password-1"}),
+    Route("GET", "/users", "user:list"),
+    Route("POST", "/users", "user:create", {"username": "made", "password": "made-password", "roles": ["empty"]}, 201),
+    Route("DELETE", "/users", "user:all", {"user_name_list": ["nobody"]}, 204),
+    Route("GET", "/roles", "role:list"),
+    Route("POST", "/roles", "role:create", {"role_name": "made", "permissions": []}, 201),
+    Route("DELETE", "/roles", "role:all", {"role_name_list": ["nobody"]}, 204),
+    Route("POST", "/tokens", ANY_USER, {"name": "laptop"}, 201),
+    Route("GET", "/tokens", ANY_USER),
+    Route("DELETE", "/tokens", ANY_USER, {"token_id_list": ["nothing"]}, 204),
+    Route("GET", "/checkpoints", "checkpoint:list"),
+    Route("GET", "/checkpoints/missing-id", "checkpoint:list", None, 404),
+    Route(
+        "POST",
+        "/checkpoints",
+        "checkpoint:create",
+        {"checkpoint_type": "Lora", "filenames": [{"filename": "a.safetensors", "parts_number": 1}], "params": {}},
+        201,
+    ),
+    Route("PUT", "/checkpoints/missing-id", "checkpoint:all", {"name": "b.safetensors"}, 404),
+    Route("DELETE", "/checkpoints", "checkpoint:all", {"checkpoint_id_list": ["missing-id"]}, 404),
+]
+OTHER_PERMISSION = "train:all"
+
+
+@pytest.fixture
+def matrix_api(api: Api) -> Api:
+    api.make_role("empty", [])
+    api.make_role("unrelated", [OTHER_PERMISSION])
+    api.make_user("outsider", ["unrelated"])
+    return api
+
+
+def _call(api: Api, route: Route, **options: Any) -> Any:
+    return api.call(route.method, route.path, json=route.body, **options)
+
+
+def _permitted_user(api: Api, route: Route) -> str:
+    if route.permission in (ANY_USER, NO_USER):
+        api.make_user("permitted", ["unrelated"])
+    else:
+        api.make_role("granted", [route.permission])
+        api.make_user("permitted", ["granted"])
+    return "permitted"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.method} {route.path}")
+def test_route_auth_matrix(matrix_api: Api, route: Route) -> None:
+    api = matrix_api
+    for key in (None, "wrong-key", API_KEY[:-1] + "X"):
+        response = _call(api, route, key=key)
+        assert response.status_code == 403, (key, response.text)
+        assert response.json() == {"message": "Forbidden"}
+
+    user = _permitted_user(api, route)
+    if route.permission == NO_USER:
+        assert _call(api, route, user=None).status_code == route.permitted_status
+        return
+    for anonymous in (None, "ghost-user"):
+        response = _call(api, route, user=anonymous)
+        assert response.status_code == 401, (anonymous, response.text)
+    if route.permission != ANY_USER:
+        response = _call(api, route, user="outsider")
+        assert response.status_code == 403, response.text
+        assert response.json()["message"].startswith("User outsider has no permissions")
+    response = _call(api, route, user=user)
+    assert response.status_code == route.permitted_status, response.text
+
+
+def test_the_key_is_checked_before_the_body(api: Api) -> None:
+    response = api.call("POST", "/roles", key=None, content=b"{not json")
+    assert response.status_code == 403
+    assert response.json() == {"message": "Forbidden"}
+
+
+def test_unknown_path_is_missing_authentication_token(api: Api) -> None:
+    for path in ("/nothing-here", "/users/whatever/else"):
+        response = api.get(path)
+        assert response.status_code == 403
+        assert response.json() == {"message": "Missing Authentication Token"}
+
+
+def test_every_documented_route_is_in_the_matrix(api: Api) -> None:
+    document = create_app(api.services).openapi()
+    documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    covered = {(route.method, "/prod" + route.template) for route in ROUTES}
+    assert documented == covered
