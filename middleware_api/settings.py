@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 BACKENDS = ("embedded", "aws")
 
@@ -35,7 +35,7 @@ class Settings:
     aws_endpoint_url: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from `ESD_*` variables; `overrides` (from flags) win."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from fastapi.testclient import TestClient
-from support import ADMIN, ADMIN_PASSWORD, API_KEY, BUCKET, REGION, TABLE_PREFIX, Api, free_port
+from support import ADMIN, ADMIN_PASSWORD, API_KEY, REGION, Api, aws_settings, free_port
 
 from middleware_api.app import create_app
 from middleware_api.container import Services, build_services
@@ -41,25 +40,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
-
-
-def aws_settings(moto_url: str) -> Settings:
-    """Fresh moto state with the bucket and every table, and settings pointing at it."""
-    import boto3
-
-    from middleware_api.adapters.aws.tables import create_tables
-
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
-    boto3.client("s3", endpoint_url=moto_url, region_name=REGION).create_bucket(Bucket=BUCKET)
-    create_tables(boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION), TABLE_PREFIX)
-    return Settings(
-        backend="aws",
-        api_key=API_KEY,
-        bucket=BUCKET,
-        table_prefix=TABLE_PREFIX,
-        region=REGION,
-        aws_endpoint_url=moto_url,
-    )
 
 
 @pytest.fixture(params=["embedded", "aws"])

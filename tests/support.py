@@ -15,6 +15,7 @@ import requests
 from fastapi.testclient import TestClient
 
 from middleware_api.container import Services
+from middleware_api.settings import Settings
 
 API_KEY = "test-deployment-key"
 ADMIN = "admin"
@@ -28,6 +29,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def aws_settings(moto_url: str) -> Settings:
+    """Fresh moto state with the bucket and every table, and settings pointing at it."""
+    import boto3
+
+    from middleware_api.adapters.aws.tables import create_tables
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    boto3.client("s3", endpoint_url=moto_url, region_name=REGION).create_bucket(Bucket=BUCKET)
+    create_tables(boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION), TABLE_PREFIX)
+    return Settings(
+        backend="aws",
+        api_key=API_KEY,
+        bucket=BUCKET,
+        table_prefix=TABLE_PREFIX,
+        region=REGION,
+        aws_endpoint_url=moto_url,
+    )
 
 
 class Api:

@@ -6,7 +6,8 @@ asynchronous Lambda invocation carries the name and the JSON payload).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 TaskHandler = Callable[[dict[str, Any]], None]
 

@@ -6,7 +6,8 @@ S3 (aws). Keys look like S3 keys (`Lora/checkpoint/custom/{id}/file.safetensors`
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator, Protocol, TypedDict
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol, TypedDict
 
 DEFAULT_URL_TTL_S = 3600
 

@@ -46,9 +46,7 @@ def get_checkpoint(checkpoint_id: CheckpointId, services: ServicesDep, actor: Ac
 )
 def create_checkpoint(body: CreateCheckpoint, services: ServicesDep, actor: ActorDep) -> Response:
     files = None if body.filenames is None else [(file.filename, file.parts_number) for file in body.filenames]
-    created = services.checkpoints.create(
-        actor, body.checkpoint_type, body.params.message, urls=body.urls, files=files
-    )
+    created = services.checkpoints.create(actor, body.checkpoint_type, body.params.message, urls=body.urls, files=files)
     if created.presigned_urls is None:
         return respond(202, "Checkpoint creation in progress, please check later", {"checkpoint": created.checkpoint})
     return respond(

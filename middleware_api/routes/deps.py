@@ -13,7 +13,9 @@ from middleware_api.services.permissions import Actor
 
 MAX_PAGE = 1000
 # Documents the key in the OpenAPI document; the check itself runs in ApiKeyGate before any parsing.
-api_key_scheme = APIKeyHeader(name="x-api-key", auto_error=False, description="the deployment's API key or a personal access token")
+api_key_scheme = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="the deployment's API key or a personal access token"
+)
 
 
 def get_services(request: Request) -> Services:
@@ -22,7 +24,9 @@ def get_services(request: Request) -> Services:
 
 def get_actor(
     request: Request,
-    username: Annotated[str | None, Header(description="the acting user (ignored with a personal access token)")] = None,
+    username: Annotated[
+        str | None, Header(description="the acting user (ignored with a personal access token)")
+    ] = None,
 ) -> Actor:
     """The acting user: a personal token's owner, else the user the `username` header names."""
     token_actor: Actor | None = request.scope.get("esd.token_actor")

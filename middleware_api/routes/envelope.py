@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -72,32 +73,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return error(500, "Internal server error")
 
 
+# pydantic error type -> API Gateway validator wording (formatted with the error's context and input)
+_WORDING = {
+    "greater_than_equal": "numeric instance is lower than the required minimum: {ge} (found: {input})",
+    "greater_than": "numeric instance is not above the exclusive minimum: {gt} (found: {input})",
+    "less_than_equal": "numeric instance is greater than the required maximum: {le} (found: {input})",
+    "less_than": "numeric instance is not below the exclusive maximum: {lt} (found: {input})",
+    "too_short": "array is too short: required minimum: {min_length} elements",
+    "too_long": "array is too long: allowed maximum: {max_length} elements",
+    "string_too_short": "string is too short: required minimum: {min_length} characters",
+    "string_too_long": "string is too long: allowed maximum: {max_length} characters",
+}
+_WHOLE_BODY = ("missing", "json_invalid", "model_attributes_type", "model_type", "dict_type")
+
+
 def validation_message(errors: Iterable[dict[str, Any]]) -> str:
     """pydantic's errors in the wording of API Gateway's request validator."""
     missing: dict[str, list[str]] = {}
     messages: list[str] = []
     for item in errors:
         location = [str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path", "header")]
-        where = "/" + "/".join(location[:-1]) if len(location) > 1 else ""
-        field = location[-1] if location else ""
         kind = item.get("type", "")
-        context = item.get("ctx") or {}
-        if kind == "missing" and field:
-            missing.setdefault(where, []).append(field)
-        elif kind == "missing" or kind == "json_invalid" or kind == "model_attributes_type":
+        if kind == "missing" and location:
+            where = "/" + "/".join(location[:-1]) if len(location) > 1 else ""
+            missing.setdefault(where, []).append(location[-1])
+        elif kind in _WHOLE_BODY and not location:
             messages.append("Invalid request body")
-        elif kind in ("greater_than_equal", "greater_than"):
-            messages.append(f"{_path(location)}: numeric instance is lower than the required minimum: {context.get('ge', context.get('gt'))} (found: {item.get('input')})")
-        elif kind in ("less_than_equal", "less_than"):
-            messages.append(f"{_path(location)}: numeric instance is greater than the required maximum: {context.get('le', context.get('lt'))} (found: {item.get('input')})")
-        elif kind == "too_short":
-            messages.append(f"{_path(location)}: array is too short: required minimum: {context.get('min_length')} elements")
-        elif kind == "too_long":
-            messages.append(f"{_path(location)}: array is too long: allowed maximum: {context.get('max_length')} elements")
-        elif kind == "string_too_short":
-            messages.append(f"{_path(location)}: string is too short: required minimum: {context.get('min_length')} characters")
-        elif kind == "string_too_long":
-            messages.append(f"{_path(location)}: string is too long: allowed maximum: {context.get('max_length')} characters")
+        elif kind in _WORDING:
+            values = {**(item.get("ctx") or {}), "input": item.get("input")}
+            messages.append(f"{_path(location)}: {_WORDING[kind].format_map(values)}")
         else:
             messages.append(f"{_path(location)}: {item.get('msg', 'invalid value')}")
     for where, fields in missing.items():

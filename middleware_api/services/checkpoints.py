@@ -120,6 +120,8 @@ class CheckpointService:
         for name, parts in files:
             if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= MAX_PARTS:
                 raise BadRequest(f"parts_number of {name} must be 1..{MAX_PARTS} (required minimum: 1)")
+        if sum(parts for _, parts in files) > MAX_PARTS:
+            raise BadRequest(f"at most {MAX_PARTS} parts in all per checkpoint: use larger parts")
         for name in names:
             self._require_free(checkpoint_type, name)
         item = self._new_item(actor, checkpoint_type, message, names)
@@ -284,7 +286,7 @@ class CheckpointService:
             return self._rename(item, name)
         if multi_parts_tags is None:
             missing = ["multi_parts_tags"] if status else ["status", "multi_parts_tags"]
-            raise BadRequest(f'object has missing required properties ({_json_list(missing)})')
+            raise BadRequest(f"object has missing required properties ({_json_list(missing)})")
         if status is None:
             raise BadRequest('object has missing required properties (["status"])')
         return self._complete(item, multi_parts_tags)

@@ -7,8 +7,8 @@ actions `list` and `create` allow only list and create routes.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from middleware_api.services.errors import Forbidden
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+
 from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.errors import BadRequest, Forbidden
 from middleware_api.services.permissions import ALL_PERMISSIONS, Actor, is_permission
@@ -25,10 +27,8 @@ class RoleService:
     def ensure_defaults(self) -> None:
         """Create the default roles if missing (safe to call at every start)."""
         for name in DEFAULT_ROLES:
-            try:
+            with contextlib.suppress(ConditionFailed):
                 self.table.put(_role_item(name, "system", list(ALL_PERMISSIONS)), must_not_exist=True)
-            except ConditionFailed:
-                pass
 
     def get(self, name: str) -> Item | None:
         return self.table.get({"kind": KIND, "sort_key": name})
@@ -76,8 +76,10 @@ class RoleService:
         actor.require("role", "list")
         where = None
         if not actor.holds("role", "all"):
+
             def where(role: Item) -> bool:
                 return role.get("creator") == actor.username or role["role_name"] in actor.roles
+
         page = self.table.query(KIND, limit=limit, cursor=cursor, where=where)
         return Page([public_role(role) for role in page.items], page.cursor)
 
@@ -117,4 +119,8 @@ def _role_item(name: str, creator: str, permissions: list[str]) -> Item:
 
 
 def public_role(role: Item) -> Item:
-    return {"role_name": role["role_name"], "creator": role.get("creator", ""), "permissions": role.get("permissions", [])}
+    return {
+        "role_name": role["role_name"],
+        "creator": role.get("creator", ""),
+        "permissions": role.get("permissions", []),
+    }

@@ -77,10 +77,14 @@ class UserService:
         self.roles.require_existing(roles)
         missing = actor.missing_permissions(self.roles.permissions_of(roles))
         if missing:
-            raise Forbidden(f"User {actor.username} cannot grant permissions it does not hold: {json.dumps(sorted(missing))}")
+            raise Forbidden(
+                f"User {actor.username} cannot grant permissions it does not hold: {json.dumps(sorted(missing))}"
+            )
         if existing is None:
             try:
-                self.table.put(_user_item(username, actor.username, roles, hash_password(password or "")), must_not_exist=True)
+                self.table.put(
+                    _user_item(username, actor.username, roles, hash_password(password or "")), must_not_exist=True
+                )
             except ConditionFailed:
                 raise BadRequest(f"{username} already exists, please use another or rename/delete exists") from None
             created = True
@@ -104,8 +108,10 @@ class UserService:
         actor.require("user", "list")
         where = None
         if not actor.holds("user", "all"):
+
             def where(user: Item) -> bool:
                 return user.get("creator") == actor.username or user["username"] == actor.username
+
         page = self.table.query(KIND, limit=limit, cursor=cursor, where=where)
         return Page([self.public(user) for user in page.items], page.cursor)
 

@@ -110,13 +110,17 @@ def main() -> None:
         print(f"  ratio {high}/{low}: {medians[high] / medians[low]:.2f}")
 
     with tempfile.TemporaryDirectory() as folder:
-        server = ServerProcess(Path(folder), free_port(), env={"ESD_API_KEY": KEY, "ESD_ADMIN_PASSWORD": "bench-password"})
+        server = ServerProcess(
+            Path(folder), free_port(), env={"ESD_API_KEY": KEY, "ESD_ADMIN_PASSWORD": "bench-password"}
+        )
         try:
             tool = "wrk -t2 -c16" if which("wrk") else "8 Python client threads"
             print(f"Requests per second, one uvicorn worker, {args.seconds} s each, load from {tool}")
             ping = requests_per_second(f"{server.url}/ping", {"x-api-key": KEY}, args.seconds)
             print(f"  GET /ping:             {ping:8.0f} req/s")
-            users = requests_per_second(f"{server.url}/users?limit=10", {"x-api-key": KEY, "username": "admin"}, args.seconds)
+            users = requests_per_second(
+                f"{server.url}/users?limit=10", {"x-api-key": KEY, "username": "admin"}, args.seconds
+            )
             print(f"  GET /users?limit=10:   {users:8.0f} req/s")
         finally:
             server.stop()

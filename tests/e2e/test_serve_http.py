@@ -54,7 +54,7 @@ def test_serve_bootstrap_upload_restart(tmp_path: Path) -> None:
         urls = data["s3PresignUrl"]["style.safetensors"]
         assert len(urls) == 3
         tags = []
-        for number, (part_url, part) in enumerate(zip(urls, parts), start=1):
+        for number, (part_url, part) in enumerate(zip(urls, parts, strict=True), start=1):
             answer = requests.put(part_url, data=part, timeout=60)
             assert answer.status_code == 200, answer.text
             tags.append({"ETag": answer.headers["ETag"], "PartNumber": number})

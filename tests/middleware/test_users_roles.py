@@ -90,7 +90,9 @@ def test_a_user_cannot_grant_permissions_it_does_not_hold(api: Api) -> None:
 
 def test_initial_only_bootstraps_an_empty_deployment(api: Api) -> None:
     response = api.post(
-        "/users", {"username": "mallory", "password": "mallory-pass", "roles": ["IT Operator"], "initial": True}, user=None
+        "/users",
+        {"username": "mallory", "password": "mallory-pass", "roles": ["IT Operator"], "initial": True},
+        user=None,
     )
     assert response.status_code == 401
     assert api.services.users.get("mallory") is None

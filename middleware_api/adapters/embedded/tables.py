@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from middleware_api.ports.tables import (
     BadCursor,
@@ -49,7 +50,7 @@ class SqliteDatabase:
                 self._connections.append(connection)
         return connection
 
-    def table(self, spec: TableSpec) -> "SqliteTable":
+    def table(self, spec: TableSpec) -> SqliteTable:
         return SqliteTable(self, spec)
 
     def close(self) -> None:
@@ -76,7 +77,10 @@ class SqliteTable:
 
     def _create(self) -> None:
         db = self.database.connection()
-        db.execute(f"CREATE TABLE IF NOT EXISTS {self._sql_name} (pk NOT NULL, sk NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (pk, sk))")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._sql_name}"
+            " (pk NOT NULL, sk NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (pk, sk))"
+        )
         existing = {row[1] for row in db.execute(f"PRAGMA table_info({self._sql_name})")}
         added = [column for column in self._index_columns() if column not in existing]
         for column in added:
@@ -202,7 +206,9 @@ class SqliteTable:
                 break
         if len(matched) > limit:
             last_position = matched[limit - 1][1]
-            return Page([item for item, _ in matched[:limit]], encode_cursor(dict(zip("spk", last_position))))
+            return Page(
+                [item for item, _ in matched[:limit]], encode_cursor(dict(zip("spk", last_position, strict=True)))
+            )
         return Page([item for item, _ in matched], None)
 
 
