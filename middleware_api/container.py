@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from middleware_api import schema
 from middleware_api.ports.background import Background, TaskHandler
 from middleware_api.ports.blobs import Blobs
+from middleware_api.ports.compute import Compute, ComputeEvents
 from middleware_api.ports.tables import Table
 from middleware_api.services.checkpoints import CheckpointService
+from middleware_api.services.endpoints import EndpointService
+from middleware_api.services.events import EventService
+from middleware_api.services.inferences import InferenceService
 from middleware_api.services.passwords import digest_secret
 from middleware_api.services.roles import ADMIN_ROLE, RoleService
 from middleware_api.services.tokens import TokenService
 from middleware_api.services.users import UserService
 from middleware_api.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from middleware_api.adapters.embedded.compute import LocalCompute
 
 
 @dataclass
@@ -30,7 +39,12 @@ class Services:
     roles: RoleService = field(init=False)
     users: UserService = field(init=False)
     tokens: TokenService = field(init=False)
+    compute_factory: Callable[[ComputeEvents], Compute] | None = None
     checkpoints: CheckpointService = field(init=False)
+    compute: Compute = field(init=False)
+    endpoints: EndpointService = field(init=False)
+    inferences: InferenceService = field(init=False)
+    events: EventService = field(init=False)
     task_handlers: dict[str, TaskHandler] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
     keep_api_key_sha256: Callable[[str], None] | None = None
@@ -41,7 +55,22 @@ class Services:
         self.users = UserService(users_table, self.roles)
         self.tokens = TokenService(users_table, self.users)
         self.checkpoints = CheckpointService(self.tables[schema.CHECKPOINTS.name], self.blobs, self.background)
+        relay = _EventsRelay()
+        if self.compute_factory is None:
+            raise ValueError("Services needs a compute_factory")
+        self.compute = self.compute_factory(relay)
+        self.endpoints = EndpointService(self.tables[schema.ENDPOINTS.name], self.compute, self.roles)
+        self.inferences = InferenceService(
+            self.tables[schema.INFERENCES.name],
+            self.blobs,
+            self.compute,
+            self.background,
+            self.endpoints,
+            self.checkpoints,
+        )
+        self.events = relay.target = EventService(self.endpoints, self.inferences, self.blobs)
         self.task_handlers.update(self.checkpoints.task_handlers())
+        self.task_handlers.update(self.inferences.task_handlers())
 
     def start(self) -> None:
         """Work done once per process start: default roles exist."""
@@ -73,9 +102,24 @@ class Services:
             self.keep_api_key_sha256(self.api_key_sha256)
 
     def close(self) -> None:
+        self.compute.close()
         self.background.close()
         for closer in self.closers:
             closer()
+
+
+class _EventsRelay:
+    """The compute's `ComputeEvents`, forwarding to the event service built after it."""
+
+    target: EventService
+
+    def endpoint_state(self, endpoint_name: str, status: str, reason: str | None = None) -> None:
+        self.target.endpoint_state(endpoint_name, status, reason)
+
+    def async_result(
+        self, inference_id: str, succeeded: bool, output_location: str | None, error: str | None = None
+    ) -> None:
+        self.target.async_result(inference_id, succeeded, output_location, error)
 
 
 def build_services(settings: Settings) -> Services:
@@ -83,9 +127,12 @@ def build_services(settings: Settings) -> Services:
     handlers: dict[str, TaskHandler] = {}
     if settings.backend == "aws":
         services = _aws_services(settings, handlers)
+        services.start()
     else:
         services = _embedded_services(settings, handlers)
-    services.start()
+        services.start()
+        local: LocalCompute = services.compute  # type: ignore[assignment]
+        local.restore(services.endpoints.restorable())  # local workers come back with the server
     return services
 
 
@@ -98,6 +145,7 @@ def _deployment_key_digest(settings: Settings, stored: str | None = None) -> str
 def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Services:
     from middleware_api.adapters.embedded.background import ThreadBackground
     from middleware_api.adapters.embedded.blobs import LocalBlobs, UrlSigner
+    from middleware_api.adapters.embedded.compute import LocalCompute, LocalComputeSettings
     from middleware_api.adapters.embedded.secrets import LocalSecrets
     from middleware_api.adapters.embedded.tables import SqliteDatabase
 
@@ -106,7 +154,9 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
     database = SqliteDatabase(settings.data_dir / "esd.sqlite3")
     tables = {spec.name: database.table(spec) for spec in schema.ALL_TABLES}
     blobs = LocalBlobs(settings.data_dir / "blobs", UrlSigner(secrets.signing_key), public_url=settings.public_url)
+    compute_settings = LocalComputeSettings(engine_url=settings.engine_url, work_dir=settings.data_dir / "endpoints")
     services = Services(
+        compute_factory=lambda events: LocalCompute(events, blobs, compute_settings),
         settings=settings,
         tables=tables,
         blobs=blobs,
@@ -123,6 +173,7 @@ def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Servi
     import boto3
 
     from middleware_api.adapters.aws.blobs import S3Blobs, s3_client
+    from middleware_api.adapters.aws.compute import SageMakerClients, SageMakerCompute, SageMakerSettings
     from middleware_api.adapters.aws.tables import DynamoTable
     from middleware_api.adapters.embedded.background import ThreadBackground
 
@@ -131,7 +182,13 @@ def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Servi
     dynamodb = session.resource("dynamodb", **endpoint)
     tables = {spec.name: DynamoTable(dynamodb, settings.table_prefix + spec.name, spec) for spec in schema.ALL_TABLES}
     blobs = S3Blobs(s3_client(settings.region, settings.aws_endpoint_url, session), settings.bucket or "")
+    clients = SageMakerClients.from_session(session, settings.aws_endpoint_url)
+    try:
+        sagemaker_settings = SageMakerSettings.from_env(os.environ)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
     return Services(
+        compute_factory=lambda events: SageMakerCompute(clients, blobs, sagemaker_settings),
         settings=settings,
         tables=tables,
         blobs=blobs,

@@ -1,7 +1,8 @@
 """Every table of the middleware: names, keys and indexes, shared by both backends.
 
 `LISTING` is the constant partition value of the `by_created` indexes, so a
-list route is one index query in creation order, never a scan.
+list route is one index query in creation order, never a scan. Every index
+sorts on `created`, an epoch number; the API's own time strings are kept beside it.
 """
 
 from __future__ import annotations
@@ -31,27 +32,27 @@ ENDPOINTS = TableSpec(
     name="endpoints",
     partition="EndpointDeploymentJobId",
     indexes=(
-        Index("by_created", partition="listing", sort="startTime"),
-        Index("by_name", partition="endpoint_name", sort="startTime"),
+        Index("by_created", partition="listing", sort="created"),
+        Index("by_name", partition="endpoint_name", sort="created"),
     ),
 )
 
 INFERENCES = TableSpec(
     name="inferences",
     partition="InferenceJobId",
-    indexes=(Index("by_created", partition="listing", sort="createTime"),),
+    indexes=(Index("by_created", partition="listing", sort="created"),),
 )
 
 TRAININGS = TableSpec(
     name="trainings",
     partition="id",
-    indexes=(Index("by_created", partition="listing", sort="timestamp"),),
+    indexes=(Index("by_created", partition="listing", sort="created"),),
 )
 
 DATASETS = TableSpec(
     name="datasets",
     partition="dataset_name",
-    indexes=(Index("by_created", partition="listing", sort="timestamp"),),
+    indexes=(Index("by_created", partition="listing", sort="created"),),
 )
 
 DATASET_ITEMS = TableSpec(name="dataset_items", partition="dataset_name", sort="sort_key")

@@ -33,6 +33,7 @@ class Settings:
     table_prefix: str = "esd-"
     region: str | None = None
     aws_endpoint_url: str | None = None
+    engine_url: str = "http://127.0.0.1:7860"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -50,6 +51,7 @@ class Settings:
             "table_prefix": env.get("ESD_TABLE_PREFIX", "esd-"),
             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             "aws_endpoint_url": env.get("ESD_AWS_ENDPOINT_URL") or None,
+            "engine_url": env.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860",
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         values["data_dir"] = Path(values["data_dir"])  # type: ignore[arg-type]

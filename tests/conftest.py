@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support import ADMIN, ADMIN_PASSWORD, API_KEY, REGION, Api, aws_settings, free_port
+from support import ADMIN, ADMIN_PASSWORD, API_KEY, REGION, Api, EngineDouble, aws_settings, free_port
 
 from middleware_api.app import create_app
 from middleware_api.container import Services, build_services
@@ -30,6 +30,20 @@ def moto_url() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def engine() -> Iterator[EngineDouble]:
+    """An A1111-compatible engine double for the whole session (reset to "ok" by `engine_ok`)."""
+    double = EngineDouble()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def engine_ok(engine: EngineDouble) -> EngineDouble:
+    engine.set_mode("ok")
+    return engine
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {
@@ -38,6 +52,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
+        "ESD_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/esd-sagemaker",
+        "ESD_INFERENCE_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/esd-inference:1.5.0",
+        "ESD_SNS_SUCCESS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:esd-inference-success",
+        "ESD_SNS_ERROR_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:esd-inference-error",
     }.items():
         monkeypatch.setenv(name, value)
 

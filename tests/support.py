@@ -157,3 +157,24 @@ def wait_until(condition: Any, timeout_s: float = 10, interval_s: float = 0.02) 
             return result
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+class EngineDouble:
+    """The engine double (`python -m middleware_api.worker.engine_double`) in a child process."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "middleware_api.worker.engine_double", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _answers(f"{self.url}/internal/ping"), timeout_s=30)
+
+    def set_mode(self, mode: str, delay_s: float = 0) -> None:
+        requests.post(f"{self.url}/double/mode", json={"mode": mode, "delay_s": delay_s}, timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -38,6 +38,12 @@ class Blobs(Protocol):
     def key_of(self, uri: str) -> str:
         """The key of an `s3://bucket/key` location in this store; BlobError otherwise."""
 
+    def read_location(self, uri: str) -> bytes:
+        """A small object at an `s3://bucket/key` location, in this store or (S3) another readable bucket.
+
+        For outputs a provider writes where it chooses (SageMaker async results).
+        """
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Store a small object whole."""
 

@@ -52,6 +52,23 @@ class S3Blobs:
             raise BlobError(f"{uri!r} is not an object of s3://{self.bucket}")
         return key
 
+    def read_location(self, uri: str) -> bytes:
+        """A small object at an `s3://bucket/key` location in any bucket the credentials may read."""
+        parsed = urlparse(uri)
+        key = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or not parsed.netloc or not key:
+            raise BlobError(f"{uri!r} is not an s3:// object location")
+        try:
+            body = self.client.get_object(Bucket=parsed.netloc, Key=key)["Body"]
+        except ClientError as error:
+            if _code(error) in _NOT_FOUND:
+                raise BlobNotFound(uri) from error
+            raise
+        try:
+            return body.read()
+        finally:
+            body.close()
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Store a small object whole."""
         options = {"ContentType": content_type} if content_type else {}

@@ -28,7 +28,7 @@ from middleware_api.ports.tables import (
 )
 from middleware_api.schema import ALL_TABLES
 
-NUMBER_ATTRIBUTES = frozenset({"created", "startTime", "createTime", "timestamp"})
+NUMBER_ATTRIBUTES = frozenset({"created"})
 """Key and index-key attributes declared as numbers (`N`); every other key attribute is a string (`S`).
 
 The one place that types key attributes: `create_tables`, `table_definition`,

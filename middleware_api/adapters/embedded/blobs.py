@@ -201,6 +201,10 @@ class LocalBlobs:
         with self._atomic(self._path(key)) as incoming:
             incoming.write(data)
 
+    def read_location(self, uri: str) -> bytes:
+        """A small object at an `s3://bucket/key` location of this store."""
+        return self.get(self.key_of(uri))
+
     def get(self, key: str) -> bytes:
         """A small object whole; BlobNotFound if absent."""
         try:
