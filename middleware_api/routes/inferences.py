@@ -13,7 +13,9 @@ router = APIRouter(tags=["inferences"])
 MESSAGES = {200: "OK", 201: "Created", 202: "Accepted"}
 
 
-@router.post("/inferences", operation_id="CreateInferenceJob", summary="Create a job (and start it with payload_string)")
+@router.post(
+    "/inferences", operation_id="CreateInferenceJob", summary="Create a job (and start it with payload_string)"
+)
 def create_inference(body: CreateInference, services: ServicesDep, actor: ActorDep) -> Response:
     inference, status = services.inferences.create(
         actor,
@@ -54,7 +56,9 @@ def list_inferences(
     return respond(200, "OK", {"inferences": result.items, "last_evaluated_key": result.cursor})
 
 
-@router.delete("/inferences", operation_id="DeleteInferenceJobs", status_code=204, summary="Delete jobs and their files")
+@router.delete(
+    "/inferences", operation_id="DeleteInferenceJobs", status_code=204, summary="Delete jobs and their files"
+)
 def delete_inferences(body: DeleteInferences, services: ServicesDep, actor: ActorDep) -> Response:
     services.inferences.delete(actor, body.inference_id_list)
     return respond(204, "")

@@ -79,7 +79,9 @@ class EndpointService:
         self.roles.require_existing(roles)
         short = endpoint_name or uuid.uuid4().hex[:7]
         if not NAME_PART.match(short):
-            raise BadRequest("endpoint_name must be up to 41 letters, digits or dashes, starting with a letter or digit")
+            raise BadRequest(
+                "endpoint_name must be up to 41 letters, digits or dashes, starting with a letter or digit"
+            )
         name = f"esd-{'async' if endpoint_type == ASYNC else 'real-time'}-{short}"
         if self.find_by_name(name) is not None:
             raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
@@ -205,4 +207,3 @@ def public_endpoint(item: Item) -> Item:
 
 def _key(item: Item) -> Item:
     return {"EndpointDeploymentJobId": item["EndpointDeploymentJobId"]}
-

@@ -8,8 +8,8 @@ gateway's limit; every outcome, success or failure, is recorded on the job.
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import json
 import time
 import uuid
@@ -183,8 +183,12 @@ class InferenceService:
                 self.record_failure(job_id, str(error))
                 raise BadRequest(f"endpoint {endpoint_name} refused the job: {error}") from error
             self.table.update(_key(job_id), {"params": {**job["params"], "output_path": output}})
-            return {"inference_id": job_id, "status": IN_PROGRESS, "endpoint_name": endpoint_name,
-                    "output_path": output}, 202
+            return {
+                "inference_id": job_id,
+                "status": IN_PROGRESS,
+                "endpoint_name": endpoint_name,
+                "output_path": output,
+            }, 202
         # the worker's request is built here, where presigned URLs know the host the client used
         self.background.submit(REALTIME_TASK, {"id": job_id, "request": self._invocation(job)})
         finished = self.wait(job_id, self.settings.gateway_wait_s)
@@ -259,7 +263,9 @@ class InferenceService:
 
     def record_failure(self, job_id: str, reason: str) -> None:
         """Mark the job `failed` with the reason."""
-        self._finish(job_id, {"status": FAILED, "error": reason[:MAX_ERROR_CHARS], "sagemakerRaw": reason[:MAX_ERROR_CHARS]})
+        self._finish(
+            job_id, {"status": FAILED, "error": reason[:MAX_ERROR_CHARS], "sagemakerRaw": reason[:MAX_ERROR_CHARS]}
+        )
 
     def _finish(self, job_id: str, changes: Item) -> None:
         with contextlib.suppress(ConditionFailed):  # deleted meanwhile, or already finished: the first outcome stands
@@ -329,8 +335,9 @@ class InferenceService:
                 and (not task_types or job["taskType"] in task_types)
             )
 
-        page = self.table.query(schema.LISTING, index="by_created", limit=limit, cursor=cursor, where=where,
-                                descending=True)
+        page = self.table.query(
+            schema.LISTING, index="by_created", limit=limit, cursor=cursor, where=where, descending=True
+        )
         return Page([_summary(job) for job in page.items], page.cursor)
 
     def delete(self, actor: Actor, job_ids: list[str]) -> None:

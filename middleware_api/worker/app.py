@@ -128,10 +128,12 @@ class Worker:
         payload = self._payload(request)
         with self._lock:
             log.info("invocation %s: %s for %s", request.get("inference_id"), task, request.get("username"))
-            self._fetch_models(models)
-            if task in GENERATION_TASKS:
-                self._select_models(payload, models)
-            return self._call_engine(TASK_ROUTES[task], payload)
+            wanted = [model for model in models if not model.get("skip")]
+            with self.cache.pinned({self.cache.key(model["type"], model["model_name"]) for model in wanted}):
+                self._fetch_models(wanted)
+                if task in GENERATION_TASKS:
+                    self._select_models(payload, models)
+                return self._call_engine(TASK_ROUTES[task], payload)
 
     # --- the request ---
 
@@ -207,15 +209,11 @@ class Worker:
 
     # --- models ---
 
-    def _fetch_models(self, models: list[dict[str, Any]]) -> None:
-        wanted = [model for model in models if not model.get("skip")]
-        protect = {self.cache.key(model["type"], model["model_name"]) for model in wanted}
+    def _fetch_models(self, wanted: list[dict[str, Any]]) -> None:
         fetched_types = set()
         for model in wanted:
             try:
-                if self.cache.ensure(
-                    model["type"], model["model_name"], url=model.get("url"), s3=model.get("s3"), protect=protect
-                ):
+                if self.cache.ensure(model["type"], model["model_name"], url=model.get("url"), s3=model.get("s3")):
                     fetched_types.add(model["type"])
             except ModelError as error:
                 raise InvocationFailed(400 if error.client_error else 502, str(error)) from error

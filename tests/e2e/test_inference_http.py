@@ -60,7 +60,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, engine: EngineDouble) -> Ite
     data_dir: Path = tmp_path_factory.mktemp("inference-e2e")
     env = {"ESD_API_KEY": API_KEY, "ESD_ADMIN_PASSWORD": "admin-password-1", "ESD_ENGINE_URL": engine.url}
     server = ServerProcess(data_dir, free_port(), env=env)
-    client = Client(server.url)
+    try:
+        yield _prepared(Client(server.url))
+    finally:
+        server.stop()
+
+
+def _prepared(client: Client) -> Client:
     for name, kind in (("local-async", "Async"), ("local-rt", "Real-time")):
         body = {
             "endpoint_name": name,
@@ -73,8 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, engine: EngineDouble) -> Ite
         assert created.status_code == 200, created.text
     wait_until(lambda: _statuses(client) == {"InService"}, timeout_s=60)
     _upload_checkpoint(client, "Stable-diffusion", "tiny-model.safetensors", b"weights" * 1000)
-    yield client
-    server.stop()
+    return client
 
 
 def _statuses(client: Client) -> set[str]:
@@ -86,13 +91,17 @@ def _upload_checkpoint(client: Client, kind: str, name: str, data: bytes) -> Non
     created = client("POST", "/checkpoints", json=body).json()["data"]
     etag = requests.put(created["s3PresignUrl"][name][0], data=data, timeout=30).headers["ETag"]
     tags = {name: [{"ETag": etag, "PartNumber": 1}]}
-    done = client("PUT", f"/checkpoints/{created['checkpoint']['id']}", json={"status": "Active", "multi_parts_tags": tags})
+    done = client(
+        "PUT", f"/checkpoints/{created['checkpoint']['id']}", json={"status": "Active", "multi_parts_tags": tags}
+    )
     assert done.status_code == 200, done.text
 
 
 def _run_job(client: Client, inference_type: str, task: str, payload: dict[str, Any]) -> dict[str, Any]:
     models = {"Stable-diffusion": ["tiny-model.safetensors"], "VAE": ["Automatic"]}
-    created = client("POST", "/inferences", json={"inference_type": inference_type, "task_type": task, "models": models})
+    created = client(
+        "POST", "/inferences", json={"inference_type": inference_type, "task_type": task, "models": models}
+    )
     assert created.status_code == 201, created.text
     inference = created.json()["data"]["inference"]
     assert requests.put(inference["api_params_s3_upload_url"], data=json.dumps(payload), timeout=30).status_code == 200
@@ -123,8 +132,16 @@ def test_txt2img_job_returns_the_engine_pngs(stack: Client, inference_type: str)
 def test_img2img_with_init_image_and_mask(stack: Client, inference_type: str) -> None:
     init = base64.b64encode(tiny_png(64, 64, 200)).decode()
     mask = base64.b64encode(tiny_png(64, 64, 255)).decode()
-    payload = {"prompt": "repaint", "seed": 7, "width": 64, "height": 64, "init_images": [init], "mask": mask,
-               "denoising_strength": 0.5, "inpainting_fill": 1}
+    payload = {
+        "prompt": "repaint",
+        "seed": 7,
+        "width": 64,
+        "height": 64,
+        "init_images": [init],
+        "mask": mask,
+        "denoising_strength": 0.5,
+        "inpainting_fill": 1,
+    }
     job = _run_job(stack, inference_type, "img2img", payload)
     assert job["status"] == "succeed", job
     image = requests.get(job["img_presigned_urls"][0], timeout=30).content

@@ -29,6 +29,14 @@ OPERATION_IDS = {
     "CreateCheckpoint",
     "UpdateCheckpoint",
     "DeleteCheckpoints",
+    "ListEndpoints",
+    "CreateEndpoint",
+    "DeleteEndpoints",
+    "CreateInferenceJob",
+    "StartInferenceJob",
+    "GetInferenceJob",
+    "ListInferenceJobs",
+    "DeleteInferenceJobs",
 }
 
 
@@ -71,6 +79,10 @@ MALFORMED_BODIES: list[Any] = [
         ("POST", "/checkpoints"),
         ("PUT", "/checkpoints/some-id"),
         ("DELETE", "/checkpoints"),
+        ("POST", "/endpoints"),
+        ("DELETE", "/endpoints"),
+        ("POST", "/inferences"),
+        ("DELETE", "/inferences"),
     ],
 )
 def test_malformed_bodies_get_a_clear_400(api: Api, method: str, path: str) -> None:

@@ -25,7 +25,8 @@ class Route:
 
     @property
     def template(self) -> str:
-        return self.path.replace("missing-id", "{checkpointId}")
+        parameter = "{jobId}" if self.path.startswith("/inferences") else "{checkpointId}"
+        return self.path.replace("missing-id", parameter)
 
 
 ROUTES = [
@@ -51,6 +52,25 @@ ROUTES = [
     ),
     Route("PUT", "/checkpoints/missing-id", "checkpoint:all", {"name": "b.safetensors"}, 404),
     Route("DELETE", "/checkpoints", "checkpoint:all", {"checkpoint_id_list": ["missing-id"]}, 404),
+    Route("GET", "/endpoints", "sagemaker_endpoint:list"),
+    Route(
+        "POST",
+        "/endpoints",
+        "sagemaker_endpoint:create",
+        {"endpoint_name": "m", "instance_type": "ml.g4dn.xlarge", "assign_to_roles": ["empty"]},
+    ),
+    Route("DELETE", "/endpoints", "sagemaker_endpoint:all", {"endpoint_name_list": ["esd-async-none"]}, 404),
+    Route("GET", "/inferences", "inference:list"),
+    Route("GET", "/inferences/missing-id", "inference:list", None, 404),
+    Route(
+        "POST",
+        "/inferences",
+        "inference:create",
+        {"inference_type": "Async", "task_type": "txt2img", "models": {}},
+        400,  # permitted, but no endpoint is in service
+    ),
+    Route("PUT", "/inferences/missing-id/start", "inference:create", None, 404),
+    Route("DELETE", "/inferences", "inference:all", {"inference_id_list": ["missing-id"]}, 404),
 ]
 OTHER_PERMISSION = "train:all"
 

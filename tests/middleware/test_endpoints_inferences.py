@@ -67,7 +67,9 @@ def test_create_endpoint_validation(api: Api, change: dict, message: str) -> Non
 
 def test_duplicate_endpoint_name_is_refused(api: Api) -> None:
     create_endpoint(api, "twin")
-    response = api.post("/endpoints", {"endpoint_name": "twin", "instance_type": "ml.g4dn.xlarge", "assign_to_roles": ROLE})
+    response = api.post(
+        "/endpoints", {"endpoint_name": "twin", "instance_type": "ml.g4dn.xlarge", "assign_to_roles": ROLE}
+    )
     assert response.status_code == 400
     assert "already exists" in response.json()["message"]
 

@@ -161,11 +161,15 @@ def spec(name: str = "esd-async-test", count: int = 1) -> EndpointSpec:
 
 
 def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie left for a non-reaping init to collect counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def wait_until(check: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
@@ -278,7 +282,7 @@ def test_a_worker_that_cannot_start_fails_the_deploy_with_its_log(
     compute.deploy(spec())
     reason = events.wait_state("esd-async-test", "Failed")
     assert reason is not None and reason.startswith("endpoint esd-async-test: worker 0 exited with code 3")
-    assert "-m middleware_api.worker --host 127.0.0.1 --port" in reason
+    assert "serve_worker() --host 127.0.0.1 --port" in reason
     assert reason.endswith("RuntimeError: no GPU here")  # the worker's own last words, from its log
 
 
@@ -375,3 +379,49 @@ def test_close_stops_everything_and_restore_brings_workers_back(make_compute: Fa
     assert again.invoke("esd-async-test", TXT2IMG, timeout_s=10)["images"]
     again.close()
     assert not any(alive(w.pid) for w in workers)
+
+
+KILLED_SERVER = """
+import sys, threading
+from pathlib import Path
+from middleware_api.adapters.embedded.blobs import LocalBlobs, UrlSigner
+from middleware_api.adapters.embedded.compute import LocalCompute, LocalComputeSettings
+from middleware_api.ports.compute import EndpointSpec
+
+ready = threading.Event()
+
+class Events:
+    def endpoint_state(self, name, status, reason=None):
+        if status == "InService":
+            ready.set()
+
+    def async_result(self, *args):
+        pass
+
+work = Path(sys.argv[2])
+compute = LocalCompute(
+    Events(), LocalBlobs(work / "blobs", UrlSigner(b"k")), LocalComputeSettings(work_dir=work, engine_url=sys.argv[1])
+)
+compute.deploy(EndpointSpec("esd-async-orphans", "Async", "ml.g5.2xlarge", 2))
+assert ready.wait(30)
+print(" ".join(str(w.pid) for w in compute.workers("esd-async-orphans")), flush=True)
+threading.Event().wait()
+"""
+
+
+def test_workers_stop_when_the_server_is_killed(engine_url: str, tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SERVER, engine_url, str(tmp_path / "work")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        pids = [int(pid) for pid in server.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    finally:
+        server.kill()  # no close(): the workers must notice on their own
+        server.wait()
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, what="orphaned workers stopping")

@@ -97,7 +97,9 @@ def last_call(engine_url: str) -> dict[str, Any]:
 
 def test_ping_is_healthy_while_the_engine_answers(worker: TestClient, models_dir: Path) -> None:
     assert worker.get("/ping").json() == {"status": "Healthy"}
-    down = TestClient(create_worker_app(WorkerSettings(engine_url=f"http://127.0.0.1:{free_port()}")))
+    down = TestClient(
+        create_worker_app(WorkerSettings(engine_url=f"http://127.0.0.1:{free_port()}", models_dir=models_dir))
+    )
     response = down.get("/ping")
     assert response.status_code == 503
     assert response.json()["status"] == "Unhealthy" and "not reachable" in response.json()["reason"]
@@ -220,7 +222,9 @@ def test_engine_hang_is_a_504(make_worker: Callable[..., TestClient]) -> None:
 
 
 def test_engine_down_is_a_502(models_dir: Path) -> None:
-    worker = TestClient(create_worker_app(WorkerSettings(engine_url=f"http://127.0.0.1:{free_port()}")))
+    worker = TestClient(
+        create_worker_app(WorkerSettings(engine_url=f"http://127.0.0.1:{free_port()}", models_dir=models_dir))
+    )
     response = worker.post("/invocations", json=invocation())
     assert response.status_code == 502 and "not reachable" in response.json()["error"]
 
@@ -316,3 +320,33 @@ def test_the_worker_package_ships_alone(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=60)
+
+
+def test_caches_sharing_a_folder_respect_each_others_pins(tmp_path: Path) -> None:
+    """Two caches on one folder stand for two worker processes of an endpoint."""
+    models = tmp_path / "models"
+    s3 = FakeS3({("b", f"p/{n}.safetensors"): n.encode() * MIB for n in "xyz"})
+    first, second = (ModelCache(models, int(2.5 * MIB), s3_client_factory=lambda: s3) for _ in range(2))
+
+    def fetch(cache: ModelCache, name: str) -> bool:
+        return cache.ensure("Lora", f"{name}.safetensors", s3="s3://b/p")
+
+    def on_disk() -> set[str]:
+        return {path.stem for path in (models / "Lora").glob("*.safetensors")}
+
+    assert fetch(first, "x") is True
+    with first.pinned(["Lora/x.safetensors"]):
+        assert fetch(second, "x") is False, "the other process's download is reused"
+        assert fetch(second, "y") is True
+        assert fetch(second, "z") is True  # x is the least recently used, but pinned by the first cache
+        assert on_disk() == {"x", "z"}
+    assert fetch(second, "y") is True
+    assert on_disk() == {"z", "y"}
+
+    index_path = models / ".esd-model-cache.json"
+    index = json.loads(index_path.read_text())
+    assert index["pins"] == {}
+    index["pins"] = {"999999999-gone": ["Lora/z.safetensors"]}  # a process that died while pinning
+    index_path.write_text(json.dumps(index))
+    assert fetch(first, "x") is True
+    assert on_disk() == {"y", "x"}

@@ -25,6 +25,7 @@ from middleware_api.adapters.aws.blobs import S3Blobs
 from middleware_api.ports.compute import ASYNC, EndpointSpec, InvocationError
 
 VARIANT = "prod"
+STARTUP_HEALTH_CHECK_S = 1800
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 TARGET_TRACKING_POLICY = "target-tracking"
 SCALE_FROM_ZERO_POLICY = "scale-out-from-zero"
@@ -178,6 +179,8 @@ class SageMakerCompute:
             "ModelName": spec.name,
             "InstanceType": spec.instance_type,
             "InitialInstanceCount": spec.initial_instance_count,
+            # the WebUI inside the image takes minutes to load before /ping turns healthy
+            "ContainerStartupHealthCheckTimeoutInSeconds": STARTUP_HEALTH_CHECK_S,
         }
         config: dict[str, Any] = {"EndpointConfigName": spec.name, "ProductionVariants": [variant]}
         if spec.endpoint_type == ASYNC:

@@ -1,4 +1,4 @@
-"""`Compute` on local worker processes: each endpoint instance is a `python -m middleware_api.worker` process.
+"""`Compute` on local worker processes: each endpoint instance is a process running the endpoint worker.
 
 An endpoint gets `initial_instance_count` workers on free local ports, each with its own
 log (`work_dir/<endpoint>/worker-<n>.log`) and a models folder shared by the endpoint's
@@ -12,14 +12,18 @@ endpoint, real-time and async alike. Async results are written to the blob store
 under `output_prefix` and reported through `ComputeEvents.async_result`.
 
 Workers run in their own session (process group), so a Ctrl-C of the server does not
-reach them: `close()` stops them, and must be called when the server stops.
+reach them: `close()` stops them, and must be called when the server stops. Should the
+server die without closing (SIGKILL, a crash), each worker notices the end of its stdin
+pipe and stops itself (`serve_worker`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -62,6 +66,8 @@ _MONITOR_JOIN_S = 60.0
 _PORT_RETRIES = 3
 _PORT_TAKEN = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_ORPHAN_GRACE_S = 5.0
+_WORKER_ENTRY = "from middleware_api.adapters.embedded.compute import serve_worker; serve_worker()"
 
 
 def _default_engine_url() -> str:
@@ -156,8 +162,8 @@ class LocalCompute:
     def __init__(self, events: ComputeEvents, blobs: Blobs, settings: LocalComputeSettings) -> None:
         self.events = events
         self.blobs = blobs
-        self.settings = settings
-        self.settings.work_dir = Path(settings.work_dir)
+        # absolute, because each worker runs in its endpoint's folder and gets its models folder by path
+        self.settings = dataclasses.replace(settings, work_dir=Path(settings.work_dir).resolve())
         self._cond = threading.Condition()  # guards every endpoint, worker and job; never held while reporting
         self._endpoints: dict[str, _Endpoint] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.async_threads), thread_name_prefix="esd-invoke")
@@ -202,7 +208,10 @@ class LocalCompute:
         shutil.rmtree(endpoint.folder / "models", ignore_errors=True)
 
     def invoke(self, endpoint_name: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Run one invocation within `timeout_s` (queueing included); the worker's JSON or InvocationError."""
+        """Run one invocation within `timeout_s` (queueing included); the worker's JSON or InvocationError.
+
+        An endpoint still creating (as after `restore`) is waited for within the same time.
+        """
         deadline = time.monotonic() + timeout_s
         endpoint, worker = self._acquire(endpoint_name, deadline, timeout_s)
         try:
@@ -544,7 +553,7 @@ class LocalCompute:
         if self.settings.model_cache_bytes is not None:
             env["ESD_MODEL_CACHE_BYTES"] = str(self.settings.model_cache_bytes)
         # loopback only: nothing but this server should reach a worker
-        command = [self.settings.python, "-m", "middleware_api.worker", "--host", "127.0.0.1", "--port", str(port)]
+        command = [self.settings.python, "-c", _WORKER_ENTRY, "--host", "127.0.0.1", "--port", str(port)]
         with open(log_path, "ab") as log_file:
             header = (
                 f"\n{_LOG_MARK} {index} of {endpoint.name}, port {port}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
@@ -553,7 +562,7 @@ class LocalCompute:
             log_file.flush()
             process = subprocess.Popen(
                 command,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # never written: its end of file tells the worker that this server is gone
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=endpoint.folder,
@@ -575,6 +584,8 @@ class LocalCompute:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
             _signal_group(process, signal.SIGKILL)  # anything the worker started in its group
+            if process.stdin is not None:
+                process.stdin.close()
 
     def _ping(self, worker: _Worker) -> tuple[bool, str | None]:
         timeout = min(_PING_TIMEOUT_S, max(self.settings.health_timeout_s, 0.5))
@@ -662,3 +673,27 @@ def _error_text(response: requests.Response) -> str:
                 return value
     text = response.text.strip()
     return text[:_LOG_TAIL_CHARS] if text else f"HTTP {response.status_code}"
+
+
+def serve_worker() -> None:
+    """Run `python -m middleware_api.worker` in this process, and end it if the server that started it goes away.
+
+    The entry point of a local worker process (its arguments are the worker's). The server
+    holds the only write end of the worker's stdin pipe and never writes to it, so end of
+    file on stdin means the server is gone, even killed with SIGKILL (which leaves it no
+    chance to call `close`): the worker then gets SIGTERM, and is ended outright after a
+    few seconds if a request it is still serving holds up its shutdown.
+    """
+
+    def watch_parent() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(_ORPHAN_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, name="esd-parent-watch", daemon=True).start()
+    runpy.run_module("middleware_api.worker", run_name="__main__", alter_sys=True)
