@@ -16,7 +16,7 @@ from middleware_api.ports.tables import Table
 from middleware_api.services.checkpoints import CheckpointService
 from middleware_api.services.endpoints import EndpointService
 from middleware_api.services.events import EventService
-from middleware_api.services.inferences import InferenceService
+from middleware_api.services.inferences import InferenceService, InferenceSettings
 from middleware_api.services.passwords import digest_secret
 from middleware_api.services.roles import ADMIN_ROLE, RoleService
 from middleware_api.services.tokens import TokenService
@@ -67,6 +67,8 @@ class Services:
             self.background,
             self.endpoints,
             self.checkpoints,
+            # a real-time invocation may take the engine's whole time, plus the worker's fetching
+            InferenceSettings(invocation_timeout_s=self.settings.engine_timeout_s + 60),
         )
         self.events = relay.target = EventService(self.endpoints, self.inferences, self.blobs)
         self.task_handlers.update(self.checkpoints.task_handlers())
@@ -154,7 +156,11 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
     database = SqliteDatabase(settings.data_dir / "esd.sqlite3")
     tables = {spec.name: database.table(spec) for spec in schema.ALL_TABLES}
     blobs = LocalBlobs(settings.data_dir / "blobs", UrlSigner(secrets.signing_key), public_url=settings.public_url)
-    compute_settings = LocalComputeSettings(engine_url=settings.engine_url, work_dir=settings.data_dir / "endpoints")
+    compute_settings = LocalComputeSettings(
+        engine_url=settings.engine_url,
+        work_dir=settings.data_dir / "endpoints",
+        engine_timeout_s=settings.engine_timeout_s,
+    )
     services = Services(
         compute_factory=lambda events: LocalCompute(events, blobs, compute_settings),
         settings=settings,
@@ -172,6 +178,7 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
 def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Services:
     import boto3
 
+    from middleware_api.adapters.aws.background import LambdaBackground
     from middleware_api.adapters.aws.blobs import S3Blobs, s3_client
     from middleware_api.adapters.aws.compute import SageMakerClients, SageMakerCompute, SageMakerSettings
     from middleware_api.adapters.aws.tables import DynamoTable
@@ -187,12 +194,16 @@ def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Servi
         sagemaker_settings = SageMakerSettings.from_env(os.environ)
     except ValueError as error:
         raise SettingsError(str(error)) from error
+    if settings.task_function_name:  # in Lambda: background work runs in the task function
+        background: Background = LambdaBackground(session.client("lambda", **endpoint), settings.task_function_name)
+    else:
+        background = ThreadBackground(handlers)
     return Services(
         compute_factory=lambda events: SageMakerCompute(clients, blobs, sagemaker_settings),
         settings=settings,
         tables=tables,
         blobs=blobs,
-        background=ThreadBackground(handlers),
+        background=background,
         api_key_sha256=_deployment_key_digest(settings),
         task_handlers=handlers,
     )

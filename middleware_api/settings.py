@@ -34,6 +34,8 @@ class Settings:
     region: str | None = None
     aws_endpoint_url: str | None = None
     engine_url: str = "http://127.0.0.1:7860"
+    engine_timeout_s: float = 900.0
+    task_function_name: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -52,6 +54,8 @@ class Settings:
             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             "aws_endpoint_url": env.get("ESD_AWS_ENDPOINT_URL") or None,
             "engine_url": env.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860",
+            "engine_timeout_s": _number(env, "ESD_ENGINE_TIMEOUT_S", 900.0),
+            "task_function_name": env.get("ESD_TASK_FUNCTION_NAME") or None,
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         values["data_dir"] = Path(values["data_dir"])  # type: ignore[arg-type]
@@ -64,3 +68,13 @@ class Settings:
             raise SettingsError(f"ESD_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.backend == "aws" and not self.bucket:
             raise SettingsError("ESD_BACKEND=aws needs ESD_BUCKET (the bucket for models, payloads and images)")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value

@@ -136,6 +136,7 @@ def test_lambda_handler_serves_api_gateway_events(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(lambda_module, "_adapter", None)
+    monkeypatch.setattr(lambda_module, "_services", None)
 
     pong = lambda_module.handler(_rest_event("GET", "/ping", headers={"x-api-key": API_KEY}), None)
     assert pong["statusCode"] == 200

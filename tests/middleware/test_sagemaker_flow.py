@@ -11,15 +11,17 @@ import pytest
 import requests
 from support import Api
 
-from middleware_api.adapters.aws.compute import parse_async_notification, parse_endpoint_state_event
+import middleware_api.lambda_handler as lambda_module
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"sagemaker-image"
 
 
 @pytest.fixture
-def aws_api(api: Api) -> Api:
+def aws_api(api: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
+    """The aws backend, with the Lambda entries using the same services."""
     if api.services.settings.backend != "aws":
         pytest.skip("SageMaker flow runs on the aws backend")
+    monkeypatch.setattr(lambda_module, "_services", api.services)
     return api
 
 
@@ -63,7 +65,7 @@ def test_endpoint_to_images_on_moto(aws_api: Api, moto_url: str) -> None:
     config = sagemaker.describe_endpoint_config(EndpointConfigName=name)
     assert config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"].startswith("s3://esd-test-bucket/")
 
-    api.services.events.endpoint_state(*parse_endpoint_state_event(_state_event(name, "IN_SERVICE")))
+    assert lambda_module.events_handler(_state_event(name, "IN_SERVICE"), None) == {"handled": 1}
     assert api.get("/endpoints").json()["data"]["endpoints"][0]["endpoint_status"] == "InService"
     scaling = boto3.client("application-autoscaling", endpoint_url=moto_url)
     targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
@@ -82,8 +84,8 @@ def test_endpoint_to_images_on_moto(aws_api: Api, moto_url: str) -> None:
     assert started.status_code == 202, started.text
     output = started.json()["data"]["inference"]["output_path"]
 
-    result = parse_async_notification(_sns_message(inference["id"], output))
-    api.services.events.async_result(result.inference_id, result.succeeded, result.output_location, result.error)
+    sns_event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": _sns_message(inference["id"], output)}}]}
+    assert lambda_module.events_handler(sns_event, None) == {"handled": 1}
     finished = api.get(f"/inferences/{inference['id']}").json()["data"]
     assert finished["status"] == "succeed", finished
     assert api.get_url(finished["img_presigned_urls"][0]).content == PNG
@@ -91,3 +93,54 @@ def test_endpoint_to_images_on_moto(aws_api: Api, moto_url: str) -> None:
     assert api.delete("/endpoints", {"endpoint_name_list": [name]}).status_code == 204
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     assert sagemaker.list_endpoints()["Endpoints"] == []
+
+
+def test_failed_endpoint_event_and_failed_async_result(aws_api: Api) -> None:
+    api = aws_api
+    body = {"endpoint_name": "broken", "instance_type": "ml.g4dn.xlarge", "assign_to_roles": ["IT Operator"]}
+    name = api.post("/endpoints", body).json()["data"]["endpoint_name"]
+    lambda_module.events_handler(_state_event(name, "FAILED", "CapacityError: no capacity"), None)
+    endpoint = api.get("/endpoints").json()["data"]["endpoints"][0]
+    assert endpoint["endpoint_status"] == "Failed" and "CapacityError" in endpoint["error"]
+
+    lambda_module.events_handler(_state_event(name, "IN_SERVICE"), None)
+    job_id = api.post("/inferences", {"inference_type": "Async", "task_type": "txt2img", "models": {}}).json()
+    job_id = job_id["data"]["inference"]["id"]
+    api.services.inferences.table.update({"InferenceJobId": job_id}, {"status": "inprogress"})
+    failure = json.dumps(
+        {
+            "invocationStatus": "Failed",
+            "failureReason": "ClientError: engine answered 500: CUDA out of memory",
+            "inferenceId": job_id,
+            "responseParameters": {},
+        }
+    )
+    lambda_module.events_handler({"Records": [{"Sns": {"Message": failure}}]}, None)
+    job = api.get(f"/inferences/{job_id}").json()["data"]
+    assert job["status"] == "failed" and "CUDA out of memory" in job["error"]
+
+
+def test_task_handler_runs_a_background_task(aws_api: Api) -> None:
+    calls = []
+    aws_api.services.task_handlers["test.echo"] = calls.append
+    assert lambda_module.task_handler({"task": "test.echo", "payload": {"x": 1}}, None) == {"done": "test.echo"}
+    assert calls == [{"x": 1}]
+    with pytest.raises(ValueError, match="unknown background task"):
+        lambda_module.task_handler({"task": "nope"}, None)
+
+
+def test_lambda_background_invokes_the_task_function_asynchronously() -> None:
+    from botocore.stub import Stubber
+
+    from middleware_api.adapters.aws.background import LambdaBackground
+
+    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        expected = {
+            "FunctionName": "esd-tasks",
+            "InvocationType": "Event",
+            "Payload": json.dumps({"task": "inferences.run_realtime", "payload": {"id": "j"}}).encode(),
+        }
+        stub.add_response("invoke", {"StatusCode": 202}, expected)
+        LambdaBackground(client, "esd-tasks").submit("inferences.run_realtime", {"id": "j"})
+        stub.assert_no_pending_responses()
