@@ -10,7 +10,9 @@ on first use), which resolves and installs them in seconds.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,10 +23,13 @@ ENVS = ROOT / ".envs"
 REQUIREMENTS = ROOT / "requirements"
 UV_VERSION = "0.13.9"
 
-# name -> requirement files
+# name -> (requirement files, preferred Python): the WebUIs run Python 3.10, so their envs do too when present
 ENVIRONMENTS = {
-    "server": ["server.txt", "test.txt"],
+    "server": (["server.txt", "test.txt"], None),
+    "a1111": (["a1111.txt"], "3.10"),
+    "forge": (["forge.txt"], "3.10"),
 }
+EXTENSION_TESTS = "tests/extension"
 
 
 def _bin(env: Path, name: str) -> Path:
@@ -34,6 +39,9 @@ def _bin(env: Path, name: str) -> Path:
 def _run(*command: object, **options: object) -> None:
     print("+", " ".join(str(part) for part in command), flush=True)
     subprocess.run([str(part) for part in command], check=True, **options)  # type: ignore[arg-type]
+
+
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")  # only registries are reachable: use local Pythons
 
 
 def uv() -> Path:
@@ -46,13 +54,26 @@ def uv() -> Path:
     return executable
 
 
+def interpreter(version: str | None) -> str:
+    """A Python of `version` on this machine (PATH or pyenv), else the one running this script."""
+    if version:
+        candidates = [shutil.which(f"python{version}")]
+        candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+        for candidate in filter(None, candidates):
+            probe = subprocess.run([candidate, "-c", "import venv"], capture_output=True)
+            if probe.returncode == 0:
+                return candidate
+    return sys.executable
+
+
 def environment(name: str) -> Path:
     """The environment `name` with its pinned requirements (re-synced every time: fast with uv)."""
+    files, version = ENVIRONMENTS[name]
     env = ENVS / name
     python = _bin(env, "python")
     if not python.exists():
-        _run(uv(), "venv", "--quiet", "--python", sys.executable, env)
-    requirements = [arg for file in ENVIRONMENTS[name] for arg in ("-r", REQUIREMENTS / file)]
+        _run(uv(), "venv", "--quiet", "--python", interpreter(version), env)
+    requirements = [arg for file in files for arg in ("-r", REQUIREMENTS / file)]
     _run(uv(), "pip", "install", "--quiet", "--python", python, *requirements)
     return python
 
@@ -64,9 +85,17 @@ def run(arguments: list[str]) -> int:
 
 
 def test(arguments: list[str]) -> int:
-    python = environment("server")
-    _run(_bin(python.parent.parent, "ruff"), "check", "middleware_api", "tests", "dev.py", cwd=ROOT)
-    return subprocess.call([str(python), "-m", "pytest", *arguments], cwd=ROOT)
+    """Lint, the middleware's tests in the server env, then the extension's in each WebUI's env."""
+    server = environment("server")
+    _run(_bin(server.parent.parent, "ruff"), "check", ".", cwd=ROOT)
+    environ = {**os.environ, "ESD_SERVER_PYTHON": str(server)}  # extension tests start real middleware with it
+    failed = subprocess.call([str(server), "-m", "pytest", "--ignore", EXTENSION_TESTS, *arguments], cwd=ROOT)
+    if (ROOT / EXTENSION_TESTS).is_dir():
+        for webui in ("a1111", "forge"):
+            python = environment(webui)
+            command = [str(python), "-m", "pytest", EXTENSION_TESTS, "--confcutdir", EXTENSION_TESTS, *arguments]
+            failed |= subprocess.call(command, cwd=ROOT, env=environ)
+    return failed
 
 
 def main() -> int:
