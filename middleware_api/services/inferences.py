@@ -293,28 +293,19 @@ class InferenceService:
         return self.view(job)
 
     def view(self, job: Item) -> Item:
+        """The GetInferenceJob shape: the summary plus presigned URLs of payload, images and parameters."""
         job_id = job["InferenceJobId"]
         params = dict(job["params"])
         params["input_body_presign_url"] = self.blobs.presign_get(self.blobs.key_of(params["input_body_s3"]))
-        succeeded = job["status"] == SUCCEED
+        images = [self.blobs.presign_get(f"out/{job_id}/result/{name}") for name in job.get("image_names", [])]
+        outputs = (
+            [self.blobs.presign_get(f"out/{job_id}/result/{job_id}_param.json")] if job["status"] == SUCCEED else []
+        )
         return {
-            "InferenceJobId": job_id,
-            "status": job["status"],
-            "taskType": job["taskType"],
-            "inference_type": job["inference_type"],
-            "createTime": job["createTime"],
-            "startTime": job.get("startTime"),
-            "completeTime": job.get("completeTime"),
-            "image_names": job.get("image_names", []),
-            "img_presigned_urls": [
-                self.blobs.presign_get(f"out/{job_id}/result/{name}") for name in job.get("image_names", [])
-            ],
-            "output_presigned_urls": [self.blobs.presign_get(f"out/{job_id}/result/{job_id}_param.json")]
-            if succeeded
-            else [],
+            **_summary(job),
+            "img_presigned_urls": images,
+            "output_presigned_urls": outputs,
             "params": params,
-            "owner_group_or_role": job.get("owner_group_or_role", []),
-            "error": job.get("error"),
             "sagemakerRaw": job.get("sagemakerRaw"),
         }
 
