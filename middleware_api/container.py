@@ -160,6 +160,7 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
         engine_url=settings.engine_url,
         work_dir=settings.data_dir / "endpoints",
         engine_timeout_s=settings.engine_timeout_s,
+        health_timeout_s=settings.endpoint_health_timeout_s,
     )
     services = Services(
         compute_factory=lambda events: LocalCompute(events, blobs, compute_settings),

@@ -35,6 +35,7 @@ class Settings:
     aws_endpoint_url: str | None = None
     engine_url: str = "http://127.0.0.1:7860"
     engine_timeout_s: float = 900.0
+    endpoint_health_timeout_s: float = 120.0
     task_function_name: str | None = None
 
     @classmethod
@@ -55,6 +56,7 @@ class Settings:
             "aws_endpoint_url": env.get("ESD_AWS_ENDPOINT_URL") or None,
             "engine_url": env.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860",
             "engine_timeout_s": _number(env, "ESD_ENGINE_TIMEOUT_S", 900.0),
+            "endpoint_health_timeout_s": _number(env, "ESD_ENDPOINT_HEALTH_TIMEOUT_S", 120.0),
             "task_function_name": env.get("ESD_TASK_FUNCTION_NAME") or None,
         }
         values.update({name: value for name, value in overrides.items() if value is not None})

@@ -85,6 +85,7 @@ class LocalComputeSettings:
     health_interval_s: float = 0.2
     model_cache_bytes: int | None = None  # None: the worker's default budget
     engine_timeout_s: float = 900.0
+    fetch_margin_s: float = 60.0  # on top of the engine's time: the worker fetches the payload and models first
     output_prefix: str = "sagemaker_output/"
     max_quick_deaths: int = 3  # this many worker deaths within `quick_death_window_s` fail the endpoint
     quick_death_window_s: float = 60.0
@@ -390,9 +391,8 @@ class LocalCompute:
         assert job.inference_id is not None and job.request is not None
         try:
             try:
-                response = self._post(
-                    endpoint, worker, job.request, self.settings.engine_timeout_s, self.settings.engine_timeout_s
-                )
+                timeout_s = self.settings.engine_timeout_s + self.settings.fetch_margin_s
+                response = self._post(endpoint, worker, job.request, timeout_s, timeout_s)
             finally:
                 self._release(endpoint, worker)
             self.blobs.put(job.key, response.content, "application/json")
