@@ -16,7 +16,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware_api import API_VERSION
 from middleware_api.container import Services, build_services
-from middleware_api.routes import checkpoints, endpoints, inferences, ping, roles, tokens, users
+from middleware_api.routes import (
+    checkpoints,
+    datasets,
+    endpoints,
+    inferences,
+    ping,
+    roles,
+    tokens,
+    trainings,
+    users,
+)
 from middleware_api.routes.deps import api_key_scheme
 from middleware_api.routes.envelope import FORBIDDEN, install_error_handlers
 from middleware_api.services.passwords import secret_matches
@@ -43,7 +53,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (ping, users, roles, tokens, checkpoints, endpoints, inferences):
+    for module in (ping, users, roles, tokens, checkpoints, endpoints, inferences, datasets, trainings):
         app.include_router(module.router, prefix=STAGE, dependencies=[Security(api_key_scheme)])
     if services.settings.backend == "embedded":
         from middleware_api.routes import blobs

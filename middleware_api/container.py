@@ -13,18 +13,24 @@ from middleware_api.ports.background import Background, TaskHandler
 from middleware_api.ports.blobs import Blobs
 from middleware_api.ports.compute import Compute, ComputeEvents
 from middleware_api.ports.tables import Table
+from middleware_api.ports.training import Trainer, TrainingEvents
 from middleware_api.services.checkpoints import CheckpointService
+from middleware_api.services.datasets import DatasetService
 from middleware_api.services.endpoints import EndpointService
 from middleware_api.services.events import EventService
 from middleware_api.services.inferences import InferenceService, InferenceSettings
 from middleware_api.services.passwords import digest_secret
 from middleware_api.services.roles import ADMIN_ROLE, RoleService
 from middleware_api.services.tokens import TokenService
+from middleware_api.services.trainings import TrainingService
 from middleware_api.services.users import UserService
 from middleware_api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from middleware_api.adapters.embedded.compute import LocalCompute
+
+
+LAMBDA_TASK_LIMIT_S = 900
 
 
 @dataclass
@@ -44,6 +50,10 @@ class Services:
     compute: Compute = field(init=False)
     endpoints: EndpointService = field(init=False)
     inferences: InferenceService = field(init=False)
+    trainer_factory: Callable[[TrainingEvents], Trainer] | None = None
+    trainer: Trainer = field(init=False)
+    datasets: DatasetService = field(init=False)
+    trainings: TrainingService = field(init=False)
     events: EventService = field(init=False)
     task_handlers: dict[str, TaskHandler] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -67,12 +77,28 @@ class Services:
             self.background,
             self.endpoints,
             self.checkpoints,
-            # a real-time invocation may take the engine's whole time, plus the worker's fetching
-            InferenceSettings(invocation_timeout_s=self.settings.engine_timeout_s + 60),
+            InferenceSettings(invocation_timeout_s=self._invocation_timeout_s()),
         )
-        self.events = relay.target = EventService(self.endpoints, self.inferences, self.blobs)
+        if self.trainer_factory is None:
+            raise ValueError("Services needs a trainer_factory")
+        self.trainer = self.trainer_factory(relay)
+        self.datasets = DatasetService(
+            self.tables[schema.DATASETS.name], self.tables[schema.DATASET_ITEMS.name], self.blobs
+        )
+        self.trainings = TrainingService(
+            self.tables[schema.TRAININGS.name], self.blobs, self.trainer, self.checkpoints, self.datasets
+        )
+        self.events = relay.target = EventService(self.endpoints, self.inferences, self.blobs, self.trainings)
         self.task_handlers.update(self.checkpoints.task_handlers())
         self.task_handlers.update(self.inferences.task_handlers())
+
+    def _invocation_timeout_s(self) -> float:
+        """A real-time invocation may take the engine's whole time plus the worker's fetching,
+        but in the task Lambda no longer than the function may run (900 s)."""
+        timeout = self.settings.engine_timeout_s + 60
+        if self.settings.task_function_name:
+            timeout = min(timeout, LAMBDA_TASK_LIMIT_S - 30)
+        return timeout
 
     def start(self) -> None:
         """Work done once per process start: default roles exist."""
@@ -105,13 +131,15 @@ class Services:
 
     def close(self) -> None:
         self.compute.close()
+        self.trainer.close()
         self.background.close()
         for closer in self.closers:
             closer()
 
 
 class _EventsRelay:
-    """The compute's `ComputeEvents`, forwarding to the event service built after it."""
+    """The compute's `ComputeEvents` and the trainer's `TrainingEvents`, forwarding to the event service
+    built after them."""
 
     target: EventService
 
@@ -122,6 +150,14 @@ class _EventsRelay:
         self, inference_id: str, succeeded: bool, output_location: str | None, error: str | None = None
     ) -> None:
         self.target.async_result(inference_id, succeeded, output_location, error)
+
+    def training_state(
+        self, job_id: str, status: str, secondary_status: str | None = None, reason: str | None = None
+    ) -> None:
+        self.target.training_state(job_id, status, secondary_status, reason)
+
+    def training_log(self, job_id: str, lines: list[str]) -> None:
+        self.target.training_log(job_id, lines)
 
 
 def build_services(settings: Settings) -> Services:
@@ -135,6 +171,8 @@ def build_services(settings: Settings) -> Services:
         services.start()
         local: LocalCompute = services.compute  # type: ignore[assignment]
         local.restore(services.endpoints.restorable())  # local workers come back with the server
+        # local training jobs do not: they died with the previous server
+        services.trainings.fail_unfinished("the server stopped while the job ran; start it again")
     return services
 
 
@@ -150,6 +188,7 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
     from middleware_api.adapters.embedded.compute import LocalCompute, LocalComputeSettings
     from middleware_api.adapters.embedded.secrets import LocalSecrets
     from middleware_api.adapters.embedded.tables import SqliteDatabase
+    from middleware_api.adapters.embedded.training import LocalTrainer, LocalTrainerSettings
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secrets = LocalSecrets(settings.data_dir)
@@ -162,8 +201,12 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
         engine_timeout_s=settings.engine_timeout_s,
         health_timeout_s=settings.endpoint_health_timeout_s,
     )
+    trainer_settings = LocalTrainerSettings(
+        work_dir=settings.data_dir / "trainings", kohya_dir=settings.kohya_dir, kohya_python=settings.kohya_python
+    )
     services = Services(
         compute_factory=lambda events: LocalCompute(events, blobs, compute_settings),
+        trainer_factory=lambda events: LocalTrainer(events, blobs, trainer_settings),
         settings=settings,
         tables=tables,
         blobs=blobs,
@@ -183,6 +226,7 @@ def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Servi
     from middleware_api.adapters.aws.blobs import S3Blobs, s3_client
     from middleware_api.adapters.aws.compute import SageMakerClients, SageMakerCompute, SageMakerSettings
     from middleware_api.adapters.aws.tables import DynamoTable
+    from middleware_api.adapters.aws.training import SageMakerTrainer, SageMakerTrainingSettings
     from middleware_api.adapters.embedded.background import ThreadBackground
 
     session = boto3.session.Session(region_name=settings.region)
@@ -201,6 +245,9 @@ def _aws_services(settings: Settings, handlers: dict[str, TaskHandler]) -> Servi
         background = ThreadBackground(handlers)
     return Services(
         compute_factory=lambda events: SageMakerCompute(clients, blobs, sagemaker_settings),
+        trainer_factory=lambda events: SageMakerTrainer(
+            clients.sagemaker, SageMakerTrainingSettings.from_env(os.environ), session.region_name
+        ),
         settings=settings,
         tables=tables,
         blobs=blobs,

@@ -1,7 +1,8 @@
 """The Lambda entries, one per function of the stack, all on the same services:
 
 - `handler`: the API (API Gateway REST proxy events → Mangum → the FastAPI app);
-- `events_handler`: SageMaker's async inference results (SNS) and endpoint state changes (EventBridge);
+- `events_handler`: SageMaker's async inference results (SNS), endpoint and training job state changes
+  (EventBridge);
 - `task_handler`: background work sent by `LambdaBackground` (URL downloads, real-time jobs).
 """
 
@@ -49,6 +50,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def events_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """SNS records of async inference results, or one EventBridge SageMaker event."""
     from middleware_api.adapters.aws.compute import parse_async_notification, parse_endpoint_state_event
+    from middleware_api.adapters.aws.training import TRAINING_STATE_CHANGE, parse_training_state_event
 
     events = services().events
     handled = 0
@@ -63,6 +65,13 @@ def events_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     if event.get("detail-type") == ENDPOINT_STATE_CHANGE:
         events.endpoint_state(*parse_endpoint_state_event(event))
         handled += 1
+    elif event.get("detail-type") == TRAINING_STATE_CHANGE:
+        state = parse_training_state_event(event)
+        if state is None:
+            log.info("ignored the state of a training job this middleware did not start")
+        else:
+            events.training_state(state.job_id, state.status, state.secondary_status, state.reason)
+            handled += 1
     elif "detail-type" in event:
         log.info("ignored EventBridge event %s", event["detail-type"])
     return {"handled": handled}

@@ -37,6 +37,8 @@ class Settings:
     engine_timeout_s: float = 900.0
     endpoint_health_timeout_s: float = 120.0
     task_function_name: str | None = None
+    kohya_dir: Path | None = None
+    kohya_python: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -58,6 +60,8 @@ class Settings:
             "engine_timeout_s": _number(env, "ESD_ENGINE_TIMEOUT_S", 900.0),
             "endpoint_health_timeout_s": _number(env, "ESD_ENDPOINT_HEALTH_TIMEOUT_S", 120.0),
             "task_function_name": env.get("ESD_TASK_FUNCTION_NAME") or None,
+            "kohya_dir": Path(env["ESD_KOHYA_DIR"]) if env.get("ESD_KOHYA_DIR") else None,
+            "kohya_python": env.get("ESD_KOHYA_PYTHON") or None,
         }
         values.update({name: value for name, value in overrides.items() if value is not None})
         values["data_dir"] = Path(values["data_dir"])  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
-"""What happens after a request returned: endpoint state changes and async inference results.
+"""What happens after a request returned: endpoint state changes, async inference results, training states.
 
-`EventService` implements the `ComputeEvents` port: the local compute calls it
-directly; in AWS, the Lambda handlers for EventBridge ("SageMaker Endpoint
-State Change") and SNS (async inference success/error topics) parse their
-events and call the same methods.
+`EventService` implements the `ComputeEvents` and `TrainingEvents` ports: the local
+compute and the local trainer call it directly; in AWS, the Lambda handlers for
+EventBridge ("SageMaker Endpoint State Change", "SageMaker Training Job State
+Change") and SNS (async inference success/error topics) parse their events and
+call the same methods.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from middleware_api.ports.blobs import BlobError, Blobs
 from middleware_api.services.endpoints import FAILED, IN_SERVICE, EndpointService, now_text, spec_of
 from middleware_api.services.inferences import InferenceService
+from middleware_api.services.trainings import TrainingService
 
 log = logging.getLogger("middleware_api.events")
 
@@ -22,10 +24,13 @@ log = logging.getLogger("middleware_api.events")
 class EventService:
     """Applies compute events to the endpoint and inference records."""
 
-    def __init__(self, endpoints: EndpointService, inferences: InferenceService, blobs: Blobs) -> None:
+    def __init__(
+        self, endpoints: EndpointService, inferences: InferenceService, blobs: Blobs, trainings: TrainingService
+    ) -> None:
         self.endpoints = endpoints
         self.inferences = inferences
         self.blobs = blobs
+        self.trainings = trainings
 
     def endpoint_state(self, endpoint_name: str, status: str, reason: str | None = None) -> None:
         """Record an endpoint's new status; on its first InService, let the compute finish setting it up."""
@@ -63,3 +68,13 @@ class EventService:
             self.inferences.record_failure(inference_id, f"the result at {output_location} is unreadable: {problem}")
             return
         self.inferences.record_result(inference_id, answer)
+
+    def training_state(
+        self, job_id: str, status: str, secondary_status: str | None = None, reason: str | None = None
+    ) -> None:
+        """A training job's new status (SageMaker's words), applied by the training service."""
+        self.trainings.record_state(job_id, status, secondary_status, reason)
+
+    def training_log(self, job_id: str, lines: list[str]) -> None:
+        """The last lines a training job printed."""
+        self.trainings.record_log(job_id, lines)

@@ -37,6 +37,16 @@ OPERATION_IDS = {
     "GetInferenceJob",
     "ListInferenceJobs",
     "DeleteInferenceJobs",
+    "CreateDataset",
+    "ListDatasets",
+    "GetDataset",
+    "UpdateDataset",
+    "DeleteDatasets",
+    "CreateTrainingJob",
+    "ListTrainingJobs",
+    "GetTrainingJobStatus",
+    "StopTrainingJob",
+    "DeleteTrainingJobs",
 }
 
 
@@ -83,6 +93,11 @@ MALFORMED_BODIES: list[Any] = [
         ("DELETE", "/endpoints"),
         ("POST", "/inferences"),
         ("DELETE", "/inferences"),
+        ("POST", "/datasets"),
+        ("PUT", "/datasets/some-name"),
+        ("DELETE", "/datasets"),
+        ("POST", "/trainings"),
+        ("DELETE", "/trainings"),
     ],
 )
 def test_malformed_bodies_get_a_clear_400(api: Api, method: str, path: str) -> None:

@@ -25,7 +25,11 @@ class Route:
 
     @property
     def template(self) -> str:
-        parameter = "{jobId}" if self.path.startswith("/inferences") else "{checkpointId}"
+        parameter = "{checkpointId}"
+        if self.path.startswith(("/inferences", "/trainings")):
+            parameter = "{jobId}"
+        elif self.path.startswith("/datasets"):
+            parameter = "{datasetName}"
         return self.path.replace("missing-id", parameter)
 
 
@@ -71,14 +75,32 @@ ROUTES = [
     ),
     Route("PUT", "/inferences/missing-id/start", "inference:create", None, 404),
     Route("DELETE", "/inferences", "inference:all", {"inference_id_list": ["missing-id"]}, 404),
+    Route("GET", "/datasets", "train:list"),
+    Route("GET", "/datasets/missing-id", "train:list", None, 404),
+    Route("POST", "/datasets", "train:create", {"dataset_name": "d", "content": [{"filename": "a.png"}]}, 201),
+    Route("PUT", "/datasets/missing-id", "train:all", {"status": "Enabled"}, 404),
+    Route("DELETE", "/datasets", "train:all", {"dataset_name_list": ["missing-id"]}, 404),
+    Route("GET", "/trainings", "train:list"),
+    Route("GET", "/trainings/missing-id", "train:list", None, 404),
+    Route(
+        "POST",
+        "/trainings",
+        "train:create",
+        {"params": {"training_params": {"fm_type": "sd_1_5", "model": "none", "dataset": "none"}}},
+        400,  # permitted, but there is no such model
+    ),
+    Route("PUT", "/trainings/missing-id/stop", "train:all", None, 404),
+    Route("DELETE", "/trainings", "train:all", {"training_id_list": ["missing-id"]}, 404),
 ]
 OTHER_PERMISSION = "train:all"
+OTHER_PERMISSION_FOR_TRAIN = "inference:all"
 
 
 @pytest.fixture
-def matrix_api(api: Api) -> Api:
+def matrix_api(api: Api, route: Route) -> Api:
     api.make_role("empty", [])
-    api.make_role("unrelated", [OTHER_PERMISSION])
+    unrelated = OTHER_PERMISSION_FOR_TRAIN if route.permission.startswith("train:") else OTHER_PERMISSION
+    api.make_role("unrelated", [unrelated])
     api.make_user("outsider", ["unrelated"])
     return api
 
