@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The project's two commands, on a machine with only Python 3.10+:
 
-    python3 dev.py run     the middleware on the embedded backend (http://127.0.0.1:8080/prod/)
+    python3 dev.py run     the middleware on the embedded backend with the extension's Cloud tabs
+                           standalone on http://127.0.0.1:7861 (and an engine double if no WebUI API answers)
     python3 dev.py test    lint and every test, in environments made from scratch
 
 Environments live in `.envs/` and are made with uv (installed into `.envs/tools`
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -26,8 +28,8 @@ UV_VERSION = "0.13.9"
 # name -> (requirement files, preferred Python): the WebUIs run Python 3.10, so their envs do too when present
 ENVIRONMENTS = {
     "server": (["server.txt", "test.txt"], None),
-    "a1111": (["a1111.txt"], "3.10"),
-    "forge": (["forge.txt"], "3.10"),
+    "a1111": (["a1111.txt", "browser.txt"], "3.10"),
+    "forge": (["forge.txt", "browser.txt"], "3.10"),
 }
 EXTENSION_TESTS = "tests/extension"
 
@@ -79,9 +81,31 @@ def environment(name: str) -> Path:
 
 
 def run(arguments: list[str]) -> int:
-    python = environment("server")
-    environ = {**os.environ, "ESD_DATA_DIR": os.environ.get("ESD_DATA_DIR", str(ROOT / "data"))}
-    return subprocess.call([str(python), "-m", "middleware_api", "serve", *arguments], cwd=ROOT, env=environ)
+    """The embedded middleware, started by the standalone Cloud page, with an engine for local endpoints."""
+    server, page = environment("server"), environment("a1111")
+    engine_url = os.environ.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860"
+    double = None
+    if "ESD_ENGINE_URL" not in os.environ and not _answers(engine_url + "/internal/ping"):
+        print(f"no WebUI API at {engine_url}: starting the engine double there (real PNGs, no GPU)", flush=True)
+        double_command = [str(server), "-m", "middleware_api.worker.engine_double", "--port", "7860"]
+        double = subprocess.Popen(double_command, cwd=ROOT)
+    command = [
+        str(page), "-m", "aws_extension", "--embedded", "--embedded-python", str(server),
+        "--embedded-dir", os.environ.get("ESD_DATA_DIR", str(ROOT / "data")), "--engine-url", engine_url, *arguments,
+    ]  # fmt: skip
+    try:
+        return subprocess.call(command, cwd=ROOT)
+    finally:
+        if double is not None:
+            double.terminate()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def test(arguments: list[str]) -> int:

@@ -12,6 +12,7 @@ import argparse
 import inspect
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # SIGTERM ends the page like Ctrl-C does, so `atexit` stops an embedded middleware it started
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     connection: config.Connection | None
     embedded_options: dict[str, Any] = {"python": args.embedded_python} if args.embedded_python else {}
     if args.embedded:

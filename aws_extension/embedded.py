@@ -12,7 +12,8 @@ Its secrets (a generated API key and admin password) are kept in `secrets.json` 
 folder (mode 0600, the source of truth across restarts) and saved as the extension's
 connection (`config.save_connection`, also 0600) at each start, since the port may change.
 The caller registers `stop()` on `atexit` or the WebUI's shutdown hook; `start_shared()`
-does it for the one instance the UI uses.
+does it for the one instance the UI uses. As the WebUI may end without running either
+(`os._exit` on Ctrl-C), the child also watches its parent (POSIX) and stops when it is gone.
 """
 
 from __future__ import annotations
@@ -53,6 +54,23 @@ SECRETS_FILE = "secrets.json"
 LOG_FILE = "middleware.log"
 
 Report = Callable[[str], None]
+
+# Runs the middleware's `__main__` after starting a thread that stops it (SIGTERM, then exit) once its parent is
+# gone: the WebUI ends with `os._exit` on Ctrl-C, so neither `atexit` nor a shutdown hook would stop it there.
+WATCHDOG = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(20)
+    os._exit(1)
+if os.name == "posix":
+    threading.Thread(target=watch, name="esd-parent-watch", daemon=True).start()
+sys.argv[0] = "middleware_api"
+runpy.run_module("middleware_api", run_name="__main__", alter_sys=True)
+"""
 
 
 class EmbeddedError(RuntimeError):
@@ -246,11 +264,12 @@ class EmbeddedMiddleware:
                 PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                 PYTHONUNBUFFERED="1",
             )
-            command = [python, "-m", "middleware_api", "serve", "--host", self.host, "--port", str(port)]
+            command = [python, "-c", WATCHDOG, str(os.getpid()), "serve", "--host", self.host, "--port", str(port)]
             command += ["--data-dir", str(data)]
             say(f"starting the embedded middleware on port {port} …")
             with open(self.log_path, "ab") as output:
-                output.write(f"\n$ {' '.join(command)}\n".encode())
+                shown = [python, "-m", "middleware_api", *command[4:]]  # what the watchdog runs
+                output.write(f"\n$ {' '.join(shown)}\n".encode())
                 output.flush()
                 try:
                     self._process = subprocess.Popen(

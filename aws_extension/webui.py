@@ -750,6 +750,35 @@ def register_callbacks() -> None:
     script_callbacks.on_ui_tabs(ui_tabs)
 
 
+def model_folders() -> dict[str, list[str]]:
+    """The WebUI's model folders by checkpoint type (what the Cloud tab may upload), those that exist:
+    `--ckpt-dir`, `--vae-dir`, `--embeddings-dir`, `--hypernetwork-dir`, the built-in Lora extension's
+    `--lora-dir`/`--lyco-dir-backcompat`, ControlNet's `--controlnet-dir`, and `models/<type>` under `models_path`."""
+    from modules import paths
+
+    options = shared.cmd_opts
+    models = getattr(paths, "models_path", None) or os.path.join(getattr(paths, "data_path", "."), "models")
+
+    def existing(*candidates: Any) -> list[str]:
+        folders = [os.path.abspath(str(c)) for c in candidates if c]
+        return [folder for folder in dict.fromkeys(folders) if os.path.isdir(folder)]
+
+    def flag(name: str) -> Any:
+        return getattr(options, name, None)
+
+    found = {
+        "Stable-diffusion": existing(flag("ckpt_dir"), os.path.join(models, "Stable-diffusion")),
+        "Lora": existing(
+            flag("lora_dir"), os.path.join(models, "Lora"), flag("lyco_dir_backcompat"), os.path.join(models, "LyCORIS")
+        ),
+        "VAE": existing(flag("vae_dir"), os.path.join(models, "VAE")),
+        "ControlNet": existing(flag("controlnet_dir"), os.path.join(models, "ControlNet")),
+        "embeddings": existing(flag("embeddings_dir")),
+        "hypernetworks": existing(flag("hypernetwork_dir"), os.path.join(models, "hypernetworks")),
+    }
+    return {kind: folders for kind, folders in found.items() if folders}
+
+
 # --- X/Y/Z plot ---------------------------------------------------------------------------------------------
 
 

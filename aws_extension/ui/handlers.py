@@ -241,6 +241,7 @@ class CloudSession:
             old.close()
 
     def forget(self) -> None:
+        """Disconnect (the saved connection stays unless `forget_connection` deletes it)."""
         with self._lock:
             old, self._client = self._client, None
             self.connection = None
@@ -265,6 +266,7 @@ class CloudSession:
             raise Denied(f"user {self.username} lacks the permission {needed}; ask an administrator for it")
 
     def model_folders(self) -> dict[str, list[Path]]:
+        """`{checkpoint type: [folder, …]}`: the given folders, else the WebUI's."""
         if self._model_folders is not None:
             return self._model_folders
         return local_models.webui_folders()
@@ -818,7 +820,12 @@ def watch_endpoints(session: CloudSession, *, poll_s: float = 2.0, timeout_s: fl
             suffix = "" if not settling or view.info.startswith("✗") else " · stopped watching (time limit)"
             yield replace(view, info=view.info + suffix + (" · all settled" if not settling and view.items else ""))
             return
-        yield replace(view, info=view.info + " · watching …")
+        changing = ", ".join(
+            f"{item.get('endpoint_name')} {item.get('endpoint_status')}"
+            for item in view.items
+            if item.get("endpoint_status") in ENDPOINT_SETTLING
+        )
+        yield replace(view, info=f"{view.info} · watching: {changing} …")
         time.sleep(poll_s)
 
 

@@ -22,6 +22,7 @@ from aws_extension.ui.local_models import CHECKPOINT_TYPES
 log = logging.getLogger("aws_extension.ui")
 
 PAGE_SIZES = ["10", "20", "50", "100"]
+STREAM_TABLES = int(gr.__version__.split(".")[0]) < 4  # see `_endpoints_tab.follow`
 CSS = ".esd-denied p { font-style: italic; }"  # only the standalone page uses it (the WebUI keeps its own)
 
 
@@ -71,21 +72,16 @@ def _table(headers: list[str], elem_id: str) -> Any:
     )
 
 
-def _list_updates(view: h.ListView, *, keep: Any = None) -> tuple[Any, Any, str]:
-    """(table, selection dropdown, info) updates from a ListView."""
-    selection = gr.update(choices=view.choices, value=keep if keep is not None else [])
-    return gr.update(value=view.table.as_value()), selection, view.info
+def _list_updates(view: h.ListView) -> tuple[Any, Any, str]:
+    """(table, selection dropdown emptied, info) updates from a ListView."""
+    return gr.update(value=view.table.as_value()), gr.update(choices=view.choices, value=[]), view.info
 
 
 def build(session: h.CloudSession, *, engine_url: str | None = None) -> gr.Blocks:
     """The Cloud tab's Blocks for `session` (see `aws_extension.ui.build_cloud_tab`)."""
     guards = _Guards()
     form = h.connection_form(session)
-    with gr.Blocks(
-        analytics_enabled=False,
-        title="ESD Cloud",
-        css=CSS,
-    ) as blocks:
+    with gr.Blocks(analytics_enabled=False, title="ESD Cloud", css=CSS) as blocks:
         initial = (
             f"Saved connection: `{form.api_url}` as **{form.username or 'no user'}** (not checked yet)."
             if form.api_url
@@ -364,24 +360,28 @@ def _endpoints_tab(session: h.CloudSession, guards: _Guards) -> dict[str, Any]:
         return list(_list_updates(h.list_endpoints(session)))
 
     def follow() -> Iterator[list[Any]]:
+        # gradio 4 sends a generator's later outputs as diffs patched into the value in place, which its
+        # Dataframe never redraws (not even for the next whole value): there only the info line (with the
+        # changing endpoints' states) is streamed, and `show` draws the table once the watch ends
         for view in h.watch_endpoints(session):
-            yield list(_list_updates(view))
+            table_update = gr.update(value=view.table.as_value()) if STREAM_TABLES else gr.update()
+            yield [table_update, gr.update(choices=view.choices), view.info]
 
     def role_choices() -> Any:
         names, _ = h.role_names(session)
         return gr.update(choices=names)
 
     refresh.click(show, inputs=None, outputs=outputs)
-    watch.click(follow, inputs=None, outputs=outputs)
+    watch.click(follow, inputs=None, outputs=outputs).then(show, inputs=None, outputs=outputs)
     roles_refresh.click(role_choices, inputs=None, outputs=[roles])
     deploy.click(
         functools.partial(h.deploy_endpoint, session),
         inputs=[kind, name, instance, initial, autoscaling, low, high, roles],
         outputs=[deploy_result],
-    ).then(follow, inputs=None, outputs=outputs)
+    ).then(follow, inputs=None, outputs=outputs).then(show, inputs=None, outputs=outputs)
     delete.click(lambda chosen: h.delete_endpoints(session, chosen), [selection], [delete_result]).then(
         follow, inputs=None, outputs=outputs
-    )
+    ).then(show, inputs=None, outputs=outputs)
 
     def on_open() -> list[Any]:
         return [*show(), role_choices()]

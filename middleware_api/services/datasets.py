@@ -78,6 +78,8 @@ class DatasetService:
                 raise BadRequest(f"params of {filename} must be plain JSON (no NaN or infinite numbers)") from None
             if size > MAX_PARAMS_BYTES:
                 raise BadRequest(f"params of {filename} are larger than {MAX_PARAMS_BYTES} bytes")
+            if not _storable(params):
+                raise BadRequest(f"params of {filename} hold a number out of range (more than 1e100 or 30 digits)")
             entries.append(
                 {
                     "dataset_name": name,
@@ -247,6 +249,21 @@ def check_name(field: str, value: Any, max_chars: int | None = None) -> str:
     if len(value.encode("utf-8")) > MAX_SEGMENT_BYTES:
         raise BadRequest(f"{field} {shown} is longer than {MAX_SEGMENT_BYTES} bytes")
     return value
+
+
+def _storable(value: Any) -> bool:
+    """Whether every number in `value` fits both tables (DynamoDB keeps 38 digits, up to 1e125)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 10**30
+    if isinstance(value, float):
+        return value == 0 or 1e-100 <= abs(value) <= 1e100
+    if isinstance(value, dict):
+        return all(_storable(inner) for inner in value.values())
+    if isinstance(value, list):
+        return all(_storable(inner) for inner in value)
+    return False
 
 
 def _clean_prefix(prefix: str | None) -> str:

@@ -25,6 +25,7 @@ SERVER_KEYS = frozenset(
 )
 """Arguments the trainers set on kohya's command line; a request's values for them are ignored."""
 MAX_TOML_BYTES = 64 * 1024
+FLOAT_RANGE = (1e-100, 1e100)  # of a number's magnitude; the job record keeps the config, and DynamoDB stops at 1e125
 _ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _INT64 = (-(2**63), 2**63 - 1)
@@ -92,6 +93,8 @@ def _plain(where: str, value: Any, in_list: bool = False) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadRequest(f"{where}: {value} is not a finite number")
+        if value and not FLOAT_RANGE[0] <= abs(value) <= FLOAT_RANGE[1]:
+            raise BadRequest(f"{where}: {value} is out of range ({FLOAT_RANGE[0]:g} to {FLOAT_RANGE[1]:g})")
         return value
     if isinstance(value, str):
         try:

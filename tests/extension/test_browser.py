@@ -217,7 +217,7 @@ def test_walk_through_the_tabs(page: Page, middleware: Middleware, model_file: P
     tab(page, "Inference history")
     page.click("#esd_jobs_refresh")
     expect(row(page, "esd_jobs_table", result.job_id)).to_contain_text("succeed")
-    row(page, "esd_jobs_table", result.job_id).locator("td").first.click()
+    row(page, "esd_jobs_table", result.job_id).locator("td").first.click(force=True)
     expect(page.locator("#esd_jobs_selection input")).to_have_value(re.compile(re.escape(result.job_id)))
     page.click("#esd_jobs_open")
     expect(el(page, "esd_jobs_detail")).to_contain_text(f"Job {result.job_id}")

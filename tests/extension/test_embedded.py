@@ -6,14 +6,18 @@ Tests pass `python=` (the middleware's own environment) to skip making one, exce
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from ext_support import Engine, wait_until
+from ext_support import ROOT, Engine, wait_until
 
 from aws_extension import config, embedded
 from aws_extension.client import MiddlewareClient
@@ -134,3 +138,19 @@ def test_the_ui_starts_and_stops_it(middleware_python: str, engine: Engine, tmp_
     assert h.stop_embedded(session) == "✓ The embedded middleware stopped."
     assert session.connection is None and not running.running
     assert h.stop_embedded(session) == "The embedded middleware was not running."
+
+
+def test_it_stops_when_the_webui_dies_without_cleaning_up(middleware_python: str, tmp_path: Path) -> None:
+    """A1111 ends with `os._exit` on Ctrl-C (no atexit): the child notices its parent is gone and stops."""
+    data_dir = tmp_path / "embedded"
+    code = (
+        "import os, sys\n"
+        "from aws_extension.embedded import EmbeddedMiddleware\n"
+        f"EmbeddedMiddleware({str(data_dir)!r}, python={middleware_python!r}, save_connection=False).start()\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env, cwd=tmp_path)
+    state = json.loads((data_dir / "embedded.json").read_text())
+    wait_until(lambda: not embedded._alive(state["pid"]), timeout_s=20, interval_s=0.2)
+    assert "Finished server process" in (data_dir / "middleware.log").read_text()

@@ -102,6 +102,8 @@ def test_enable_names_the_files_not_uploaded(api: Api) -> None:
         ({"dataset_name": "ok"}, 'object has missing required properties (["content"])'),
         ({"content": [{"filename": "a.png"}]}, 'object has missing required properties (["dataset_name"])'),
         ('{"dataset_name": "ok", "content": [{"filename": "a.png", "params": {"x": NaN}}]}', "params of a.png"),
+        ({"dataset_name": "ok", "content": [{"filename": "a.png", "params": {"x": [10**40]}}]}, "out of range"),
+        ({"dataset_name": "ok", "content": [{"filename": "a.png", "params": {"x": {"y": 1e300}}}]}, "out of range"),
     ],
 )
 def test_create_refuses_bad_names(api: Api, body: dict[str, Any] | str, expected: str) -> None:

@@ -316,6 +316,7 @@ def test_unknown_statuses_are_shown_never_fatal(tapi: Api) -> None:
         ({}, {"training": {"extra": [[1]]}}, "config_params.training.extra[0]: a list inside a list"),
         ({}, {"training": {"bad key": 1}}, "'bad key' is not a kohya argument name"),
         ({}, {"training": {"seed": 2**70}}, "too large for TOML"),
+        ({}, {"optimizer": {"learning_rate": 1e300}}, "learning_rate: 1e+300 is out of range"),
         ({}, {"training": {"output_name": "../evil"}}, "config_params.training.output_name"),
         ({}, {"training": {"output_name": "taken"}}, "taken.safetensors already exists"),
     ],
