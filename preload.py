@@ -13,3 +13,9 @@ def preload(parser):
         help="ESD middleware API URL with its stage, e.g. https://abc.execute-api.us-east-1.amazonaws.com/prod "
         "(overrides the saved connection's URL; the API key is never a flag)",
     )
+    parser.add_argument(
+        "--esd-login",
+        action="store_true",
+        help="check WebUI logins against the ESD middleware's users (passwords never leave the middleware); "
+        "cloud generations then act as the logged-in user",
+    )

@@ -256,6 +256,8 @@ def install() -> None:
     if not _is_ours(runner.run):
         runner.run = _make_run(runner.run)
     add_xyz_axes(loaded)
+    if getattr(shared.cmd_opts, "esd_login", False):
+        install_login()
 
 
 def on_before_ui() -> None:
@@ -294,7 +296,7 @@ def generate(p: Any, settings: CloudSettings) -> Any:
         all_hr_prompts=getattr(p, "all_hr_prompts", None) if hr else None,
         all_hr_negative_prompts=getattr(p, "all_hr_negative_prompts", None) if hr else None,
     )
-    client = make_client()
+    client = make_client(p)
     try:
         scripts = payload.alwayson_scripts(_other_scripts_args(p))
         overrides = {name: getattr(opts, name) for name in FORWARDED_OPTIONS if _has_option(opts, name)}
@@ -563,8 +565,10 @@ def _ints(values: Any) -> list[int]:
 # --- the middleware ---------------------------------------------------------------------------------------
 
 
-def make_client() -> Any:
-    """A client for the saved connection; `--esd-api-url` overrides its URL (the key never comes from flags)."""
+def make_client(p: Any = None) -> Any:
+    """A client for the saved connection; `--esd-api-url` overrides its URL (the key never comes from flags).
+
+    With `--esd-login`, a generation acts as the WebUI user who asked for it (`p.user`, A1111 1.7+)."""
     from aws_extension.client import MiddlewareClient
     from aws_extension.config import ConfigError, load_connection, normalize_api_url
 
@@ -578,7 +582,62 @@ def make_client() -> Any:
         )
     url = getattr(shared.cmd_opts, "esd_api_url", None)
     api_url = normalize_api_url(url) if url else connection.api_url
-    return MiddlewareClient(api_url, connection.api_key, connection.username)
+    username = connection.username
+    if getattr(shared.cmd_opts, "esd_login", False) and getattr(p, "user", None):
+        username = p.user
+    return MiddlewareClient(api_url, connection.api_key, username)
+
+
+# --- login ---------------------------------------------------------------------------------------------------
+
+
+def check_login(username: str, password: str) -> bool:
+    """True if the middleware accepts this username and password (`POST /login` with the saved connection's key)."""
+    from aws_extension.client import ApiError
+
+    try:
+        client = make_client()
+    except CloudGenerationError as error:
+        log.warning("ESD login: %s", error)
+        return False
+    try:
+        client.login(username, password)
+        return True
+    except ApiError as error:
+        if error.status not in (401, 400):
+            log.warning("ESD login could not be checked: %s", error)
+        return False
+    finally:
+        client.close()
+
+
+def login_auth(local: Any) -> Callable[[str, str], bool]:
+    """gradio's `auth` callable: the WebUI's own credentials (`--gradio-auth`), then the middleware's users."""
+    pairs = {tuple(pair) for pair in local or () if isinstance(pair, (tuple, list)) and len(pair) == 2}
+
+    def auth(username: str, password: str) -> bool:
+        return (username, password) in pairs or check_login(username, password)
+
+    return auth
+
+
+def install_login() -> None:
+    """Make gradio's launch (the WebUI calls it once, with `auth=` its own credentials or None) check logins
+    against the middleware: the WebUI builds `auth` inside its `webui()`, so the launch is where it can be set."""
+    import gradio
+
+    launch = gradio.Blocks.launch
+    if _is_ours(launch):
+        return
+
+    def launch_with_esd_login(self: Any, *args: Any, **kwargs: Any) -> Any:
+        auth = kwargs.get("auth")
+        if callable(auth):  # someone else's callable: leave it as it is
+            return launch(self, *args, **kwargs)
+        kwargs["auth"] = login_auth(auth)
+        return launch(self, *args, **kwargs)
+
+    gradio.Blocks.launch = _wrap(launch, launch_with_esd_login)
 
 
 class _Choices:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from ext_support import ADMIN, API_KEY, Endpoints, Engine, Middleware, wait_until
+from ext_support import ADMIN, ADMIN_PASSWORD, API_KEY, Endpoints, Engine, Middleware, wait_until
 from PIL import Image
 from webui_fixtures import ROOT, STANDIN, Standin, img2img_form, script_args, start_standin, txt2img_form
 
@@ -482,7 +482,8 @@ def test_model_folders_are_the_webuis(standin: Standin, tmp_path: Path, monkeypa
 
 def test_preload_adds_no_secret_flags(standin: Standin) -> None:
     ours = [a for a in standin.shared.parser._actions if any(o.startswith("--esd") for o in a.option_strings)]
-    assert [action.option_strings for action in ours] == [["--esd-api-url"]]
+    assert [action.option_strings for action in ours] == [["--esd-api-url"], ["--esd-login"]]
+    assert standin.shared.cmd_opts.esd_login is False
     assert standin.shared.cmd_opts.esd_api_url is None
 
 
@@ -509,3 +510,40 @@ def test_metadata_names_the_extension() -> None:
     metadata = configparser.ConfigParser()
     metadata.read(ROOT / "metadata.ini")
     assert metadata["Extension"]["Name"] == "esd-cloud"
+
+
+# --- login against the middleware ---------------------------------------------------------------------------
+
+
+def test_login_checks_the_middlewares_users_and_keeps_local_credentials(
+    webui: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradio
+
+    from aws_extension import webui as glue
+
+    launched: dict[str, Any] = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, *args, **kwargs: launched.update(kwargs))
+    monkeypatch.setattr(webui.shared.cmd_opts, "esd_login", True, raising=False)
+    glue.install()
+    gradio.Blocks.launch(webui.demo, auth=[("local", "local-password")], prevent_thread_lock=True)
+    auth = launched["auth"]
+    assert callable(auth)
+    assert auth("local", "local-password")
+    assert auth(ADMIN, ADMIN_PASSWORD)
+    assert not auth(ADMIN, "wrong-password")
+    assert not auth("nobody", ADMIN_PASSWORD)
+
+
+def test_with_login_a_generation_acts_as_the_logged_in_user(
+    webui: Standin, cloud_models: CloudModels, client: MiddlewareClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.create_user("painter", "painter-password", ["IT Operator"])
+    monkeypatch.setattr(webui.shared.cmd_opts, "esd_login", True, raising=False)
+    monkeypatch.setattr(sys.modules[__name__], "REQUEST", SimpleNamespace(username="painter"))
+    gallery, _, _ = txt2img(webui, txt2img_form("as painter"), cloud=switch(cloud_models), seed=11)
+    assert gallery
+    painter = MiddlewareClient(client.api_url, API_KEY, "painter")
+    assert painter.list_inferences(limit=1).items[0]["owner_group_or_role"] == ["painter"]
+    painter.close()
+    client.delete_users(["painter"])
