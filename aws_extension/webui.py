@@ -800,7 +800,25 @@ def ui_tabs() -> list[tuple[Any, str, str]]:
     if importlib.util.find_spec("aws_extension.ui") is None:
         return []
     build = getattr(importlib.import_module("aws_extension.ui"), "build_cloud_tab", None)
-    return [(build(), "Cloud", "esd_cloud")] if callable(build) else []
+    if not callable(build):
+        return []
+    # an embedded middleware's local endpoints can use this very WebUI as their engine (started with --api)
+    engine_url = f"http://127.0.0.1:{getattr(shared.cmd_opts, 'port', None) or 7860}"
+    return [(build(connection=_connection_with_flag_url(), engine_url=engine_url), "Cloud", "esd_cloud")]
+
+
+def _connection_with_flag_url() -> Any:
+    """With `--esd-api-url`: the saved connection on that URL; otherwise None (the tab reads the saved one)."""
+    from aws_extension.config import ConfigError, load_connection, normalize_api_url
+
+    url = getattr(shared.cmd_opts, "esd_api_url", None)
+    if not url:
+        return None
+    try:
+        connection = load_connection()
+    except ConfigError:
+        return None
+    return dataclasses.replace(connection, api_url=normalize_api_url(url)) if connection else None
 
 
 def register_callbacks() -> None:
