@@ -160,12 +160,17 @@ class _EventsRelay:
         self.target.training_log(job_id, lines)
 
 
-def build_services(settings: Settings) -> Services:
-    """Services on the backend the settings name (`embedded` or `aws`)."""
+def build_services(settings: Settings, *, start: bool = True) -> Services:
+    """Services on the backend the settings name (`embedded` or `aws`).
+
+    `start=False` skips the aws backend's start (the default roles' conditional writes): for a
+    process that only reads, such as the API Gateway authorizer, whose role may only read.
+    """
     handlers: dict[str, TaskHandler] = {}
     if settings.backend == "aws":
         services = _aws_services(settings, handlers)
-        services.start()
+        if start:
+            services.start()
     else:
         services = _embedded_services(settings, handlers)
         services.start()

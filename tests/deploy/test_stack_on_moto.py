@@ -33,7 +33,8 @@ from lambda_runtime import Interpreter, LambdaProcess, extract, runtime_packages
 from middleware_api.adapters.aws.compute import VARIANT
 from middleware_api.deploy.package import ROOT, Built
 
-# moto skips ApiKey, UsagePlan, UsagePlanKey, EventInvokeConfig and BucketPolicy, warning each time
+# moto skips ApiKey, UsagePlan, UsagePlanKey, Authorizer, GatewayResponse, EventInvokeConfig and
+# BucketPolicy, warning each time (test_template.py checks them in the template)
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 TEMPLATE = ROOT / "middleware_api" / "deploy" / "template.yaml"
 REGION = "us-east-1"
@@ -134,14 +135,14 @@ class Function:
 def functions(
     stack: Stack, lambda_zip: Built, interpreter: Interpreter, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Function]]:
-    """The stack's three functions by logical id, running the zip's code."""
+    """The stack's four functions by logical id, running the zip's code."""
     folder = tmp_path_factory.mktemp("lambda")
     code = extract(lambda_zip.path, folder / "task")
     runtime = runtime_packages(folder / "runtime")
     lambda_client, iam = stack.client("lambda"), stack.client("iam")
     started: dict[str, Function] = {}
     try:
-        for logical in ("ApiFunction", "EventsFunction", "TaskFunction"):
+        for logical in ("ApiFunction", "EventsFunction", "TaskFunction", "AuthorizerFunction"):
             configuration = lambda_client.get_function_configuration(FunctionName=stack.resources[logical])
             role = configuration["Role"].rsplit("/", 1)[1]
             documents = [
@@ -207,6 +208,24 @@ def api_event(method: str, path: str, body: Any = None, headers: dict[str, str] 
         },
         "body": None if body is None else json.dumps(body),
         "isBase64Encoded": False,
+    }
+
+
+def authorizer_event(api_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A REQUEST authorizer event of the `{proxy+}` resource of stage `prod`."""
+    place = Place()
+    return {
+        "type": "REQUEST",
+        "methodArn": f"arn:aws:execute-api:{REGION}:{place.account}:{api_id}/prod/GET/ping",
+        "resource": "/{proxy+}",
+        "path": "/ping",
+        "httpMethod": "GET",
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": {},
+        "pathParameters": {"proxy": "ping"},
+        "stageVariables": {},
+        "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": "GET", "stage": "prod", "apiId": api_id},
     }
 
 
@@ -312,6 +331,7 @@ def test_the_stack_made_what_the_code_needs(stack: Stack) -> None:
     proxy = [item for item in apigateway.get_resources(restApiId=api_id)["items"] if item["path"] == "/{proxy+}"]
     method = apigateway.get_method(restApiId=api_id, resourceId=proxy[0]["id"], httpMethod="ANY")
     assert method["apiKeyRequired"] is True and method["methodIntegration"]["type"] == "AWS_PROXY"
+    assert method["authorizationType"] == "CUSTOM"  # moto keeps no authorizer id: test_template.py checks it
     assert stack.resources["ApiFunction"] in method["methodIntegration"]["uri"]
     assert [stage["stageName"] for stage in apigateway.get_stages(restApiId=api_id)["item"]] == ["prod"]
 
@@ -505,3 +525,38 @@ def test_a_checkpoint_download_runs_in_the_task_function(
     assert checkpoint["status"] == "Active", checkpoint
     assert "lighthouse.safetensors" in json.dumps(checkpoint)
     assert functions["TaskFunction"].calls, "the task function's AWS calls were recorded and checked"
+
+
+def test_the_authorizer_admits_the_key_and_personal_tokens(
+    client: Client, functions: dict[str, Function], stack: Stack
+) -> None:
+    """What API Gateway asks the authorizer function, with every AWS call checked against its role
+    (which may only read the users table: its cold start must not write the default roles)."""
+    authorizer = functions["AuthorizerFunction"]
+    api_id = stack.resources["RestApi"]
+    stage = f"arn:aws:execute-api:{REGION}:{Place().account}:{api_id}/prod/*/*"
+
+    def decide(headers: dict[str, str]) -> tuple[str, str, str | None]:
+        answer = authorizer.invoke("authorizer_handler", authorizer_event(api_id, headers))
+        (statement,) = answer["policyDocument"]["Statement"]
+        assert statement["Action"] == "execute-api:Invoke"
+        if statement["Effect"] == "Allow":
+            assert statement["Resource"] == stage
+        return statement["Effect"], answer["principalId"], answer.get("usageIdentifierKey")
+
+    assert decide({"x-api-key": API_KEY}) == ("Allow", "deployment", API_KEY)
+    assert decide({"X-Api-Key": API_KEY}) == ("Allow", "deployment", API_KEY)
+    status, answer = client.call("POST", "/tokens", {"name": "laptop"})
+    assert status == 201, answer
+    token, token_id = answer["data"]["token"]["token"], answer["data"]["token"]["token_id"]
+    # metered under the deployment's key, acting as the token's user
+    assert decide({"x-api-key": token}) == ("Allow", ADMIN, API_KEY)
+    assert client.call("GET", "/tokens", user=None, key=token)[0] == 200
+    for refused in ({"x-api-key": "x" * 24}, {"x-api-key": token + "x"}, {"x-api-key": ""}, {}):
+        effect, _, usage_key = decide(refused)
+        assert effect == "Deny" and usage_key is None, refused
+    status, _ = client.call("DELETE", "/tokens", {"token_id_list": [token_id]})
+    assert status == 204
+    assert decide({"x-api-key": token})[0] == "Deny"
+    assert client.call("GET", "/tokens", user=None, key=token) == (403, {"message": "Forbidden"})
+    assert authorizer.calls and {call["operation"] for call in authorizer.calls} == {"GetItem"}

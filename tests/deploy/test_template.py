@@ -5,6 +5,7 @@ allows every AWS call the code makes (found by reading the adapters' source with
 from __future__ import annotations
 
 import ast
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -184,7 +185,8 @@ def test_functions_run_the_handlers_with_the_settings_the_code_reads(template: d
     functions = resources_of_type(template, "AWS::Lambda::Function")
     handlers = {body["Properties"]["Handler"]: name for name, body in functions.items()}
     assert set(handlers) == {
-        f"middleware_api.lambda_handler.{entry}" for entry in ("handler", "events_handler", "task_handler")
+        f"middleware_api.lambda_handler.{entry}"
+        for entry in ("handler", "events_handler", "task_handler", "authorizer_handler")
     }
     sagemaker_variables = set(compute._ENV_VARIABLES.values())
     for name, body in functions.items():
@@ -202,7 +204,11 @@ def test_functions_run_the_handlers_with_the_settings_the_code_reads(template: d
     api = functions[handlers["middleware_api.lambda_handler.handler"]]["Properties"]
     tasks_name = handlers["middleware_api.lambda_handler.task_handler"]
     tasks = functions[tasks_name]["Properties"]
-    assert api["Environment"]["Variables"]["ESD_API_KEY"] == {"Ref": "ApiKeyValue"}
+    authorizer_name = handlers["middleware_api.lambda_handler.authorizer_handler"]
+    authorizer = functions[authorizer_name]["Properties"]
+    for properties in (api, authorizer):  # both admit the deployment key (ApiKeyGate, authorizer_handler)
+        assert properties["Environment"]["Variables"]["ESD_API_KEY"] == {"Ref": "ApiKeyValue"}
+    assert "ESD_TASK_FUNCTION_NAME" not in authorizer["Environment"]["Variables"]  # it only reads
     for properties in (api, tasks):  # they start training jobs (`adapters/aws/training.py`)
         assert properties["Environment"]["Variables"]["ESD_TRAINING_IMAGE_URI"] == {"Ref": "TrainingImageUri"}
     assert api["Environment"]["Variables"]["ESD_TASK_FUNCTION_NAME"] == {"Ref": tasks_name}
@@ -210,7 +216,7 @@ def test_functions_run_the_handlers_with_the_settings_the_code_reads(template: d
     assert resolve(tasks["Environment"]["Variables"]["ESD_TASK_FUNCTION_NAME"]) == resolve(tasks["FunctionName"])
     assert tasks["Timeout"] == 900
     for name, body in functions.items():
-        if name != handlers["middleware_api.lambda_handler.handler"]:
+        if name not in (handlers["middleware_api.lambda_handler.handler"], authorizer_name):
             assert "ESD_API_KEY" not in body["Properties"]["Environment"]["Variables"], name
     # the events function builds the topic ARNs (a Ref would be circular): they must be the topics' ARNs
     topics = {resolve({"Ref": name}) for name in resources_of_type(template, "AWS::SNS::Topic")}
@@ -228,12 +234,35 @@ def test_api_gateway_sends_every_path_to_the_api_function_behind_the_key(templat
     assert len(proxy) == 1
     on = {str(body["Properties"]["ResourceId"]): body["Properties"] for body in methods.values()}
     assert set(on) == {str({"Ref": proxy[0]}), str({"Fn::GetAtt": ["RestApi", "RootResourceId"]})}
+    (authorizer_name, authorizer) = next(iter(resources_of_type(template, "AWS::ApiGateway::Authorizer").items()))
+    assert len(resources_of_type(template, "AWS::ApiGateway::Authorizer")) == 1
     for properties in on.values():
         assert properties["HttpMethod"] == "ANY" and properties["ApiKeyRequired"] is True
+        assert properties["AuthorizationType"] == "CUSTOM" and properties["AuthorizerId"] == {"Ref": authorizer_name}
         assert properties["Integration"]["Type"] == "AWS_PROXY"
         assert "${ApiFunction.Arn}" in properties["Integration"]["Uri"]["Fn::Sub"]
+    # the authorizer admits personal access tokens and names the usage plan's key for every caller
+    (rest_api,) = resources_of_type(template, "AWS::ApiGateway::RestApi").values()
+    assert rest_api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    properties = authorizer["Properties"]
+    assert properties["Type"] == "REQUEST" and properties["RestApiId"] == {"Ref": "RestApi"}
+    assert properties["IdentitySource"] == f"method.request.header.{lambda_handler.API_KEY_HEADER}"
+    assert 0 <= properties["AuthorizerResultTtlInSeconds"] <= 300  # the API function checks tokens again
+    assert "${AuthorizerFunction.Arn}" in properties["AuthorizerUri"]["Fn::Sub"]
+    assert (
+        template["Resources"]["AuthorizerFunction"]["Properties"]["Handler"]
+        == "middleware_api.lambda_handler.authorizer_handler"
+    )
+    # its refusals answer as the API function's: 403 {"message": "Forbidden"}
+    responses = resources_of_type(template, "AWS::ApiGateway::GatewayResponse")
+    by_type = {body["Properties"]["ResponseType"]: body["Properties"] for body in responses.values()}
+    assert set(by_type) == {"UNAUTHORIZED", "ACCESS_DENIED"}
+    for response in by_type.values():
+        assert response["StatusCode"] == "403"
+        assert json.loads(response["ResponseTemplates"]["application/json"]) == {"message": "Forbidden"}
     (deployment,) = resources_of_type(template, "AWS::ApiGateway::Deployment").values()
     assert deployment["Properties"]["StageName"] == "prod"
+    assert set(responses) <= set(deployment["DependsOn"]), "gateway responses take effect with a deployment"
     (plan,) = resources_of_type(template, "AWS::ApiGateway::UsagePlan").values()
     assert [dict(stage) for stage in plan["Properties"]["ApiStages"]] == [
         {"ApiId": {"Ref": "RestApi"}, "Stage": "prod"}
@@ -263,11 +292,17 @@ def test_events_reach_the_events_function(template: dict[str, Any]) -> None:
     principals = {(str(p["FunctionName"]), p["Principal"]) for p in permissions}
     events = str({"Fn::GetAtt": ["EventsFunction", "Arn"]})
     api = str({"Fn::GetAtt": ["ApiFunction", "Arn"]})
+    authorizer = str({"Fn::GetAtt": ["AuthorizerFunction", "Arn"]})
     assert principals == {
         (events, "sns.amazonaws.com"),
         (events, "events.amazonaws.com"),
         (api, "apigateway.amazonaws.com"),
+        (authorizer, "apigateway.amazonaws.com"),
     }
+    (authorizer_permission,) = [p for p in permissions if str(p["FunctionName"]) == authorizer]
+    assert Resolver(template)(authorizer_permission["SourceArn"]) == (
+        f"arn:aws:execute-api:{PLACE.region}:{PLACE.account}:RestApi/authorizers/ApiKeyAuthorizer"
+    )
     assert sum(p["Principal"] == "sns.amazonaws.com" for p in permissions) == 2  # one per topic
 
 
@@ -332,6 +367,12 @@ EVENTS_PATH = {
     "DynamoTable.update",
     "DynamoTable.query",
 }
+# what the authorizer runs (`authorizer_handler`: TokenService.actor_for on the aws adapters): the
+# token's record, its user and the user's roles, all in the users table. No writes: its services are
+# built without the start (the default roles); tests/deploy/test_stack_on_moto.py checks the calls it
+# really makes against its role.
+AUTHORIZER_PATH = {"DynamoTable.get"}
+AUTHORIZER_TABLES = (schema.USERS,)
 # default roles at cold start, endpoint states, async results, training states and their checkpoints
 EVENTS_TABLES = (schema.USERS, schema.ENDPOINTS, schema.INFERENCES, schema.TRAININGS, schema.CHECKPOINTS)
 
@@ -442,6 +483,8 @@ def test_the_source_scan_finds_the_calls() -> None:
     ]:
         assert expected in ops, f"the scan missed {expected}: {sorted(ops)}"
     assert defined >= EVENTS_PATH, f"renamed? {EVENTS_PATH - defined}"
+    assert defined >= AUTHORIZER_PATH, f"renamed? {AUTHORIZER_PATH - defined}"
+    assert "authorizer_handler" in defined
 
 
 @pytest.mark.parametrize("function", ["ApiFunction", "TaskFunction"])
@@ -466,6 +509,36 @@ def test_events_function_may_make_the_calls_of_the_events_path(template: dict[st
     assert not missing, "EventsFunction's role lacks:\n" + "\n".join(
         f"  {action} on {resource}" for action, resource in missing
     )
+
+
+def test_authorizer_function_may_read_the_users_table_and_nothing_more(template: dict[str, Any]) -> None:
+    calls, _ = boto3_calls()
+    authorizer_calls = {call for call in calls if call[0] in AUTHORIZER_PATH}
+    assert {(service, method) for _, service, method in authorizer_calls} == {("dynamodb", "get_item")}
+    statements = role_statements(template, role_of(template, "AuthorizerFunction"))
+    missing = sorted(
+        pair
+        for pair in needed(template, operations(authorizer_calls), AUTHORIZER_TABLES)
+        if not allows(statements, *pair)
+    )
+    assert not missing, "AuthorizerFunction's role lacks:\n" + "\n".join(
+        f"  {action} on {resource}" for action, resource in missing
+    )
+    resolve = Resolver(template)
+    users = resolve({"Fn::GetAtt": ["UsersTable", "Arn"]})
+    logs = f"arn:aws:logs:{PLACE.region}:{PLACE.account}:log-group:/aws/lambda/{STACK}-"
+    assert allows(statements, "logs:PutLogEvents", logs + "authorizer:log-stream:x")
+    assert not allows(statements, "logs:PutLogEvents", logs + "api:log-stream:x")
+    for action, resource in [
+        ("dynamodb:PutItem", users),
+        ("dynamodb:UpdateItem", users),
+        ("dynamodb:DeleteItem", users),
+        ("dynamodb:Query", users + "/index/by_owner"),
+        ("dynamodb:GetItem", resolve({"Fn::GetAtt": ["CheckpointsTable", "Arn"]})),
+        ("s3:GetObject", resolve({"Fn::Sub": "${Bucket.Arn}/x"})),
+        ("lambda:InvokeFunction", f"arn:aws:lambda:{PLACE.region}:{PLACE.account}:function:{STACK}-tasks"),
+    ]:
+        assert not allows(statements, action, resource), f"the authorizer role need not {action} on {resource}"
 
 
 # -- IAM: and nothing much more ---------------------------------------------------------------------
