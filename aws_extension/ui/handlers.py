@@ -602,33 +602,47 @@ def list_checkpoints(
     move: str = "first",
 ) -> ListView:
     """One page of checkpoints of the chosen types and statuses (none chosen: all); `move` pages through."""
-    pager = (pager or Pager()).target(move)
-    try:
-        session.require("checkpoints.list")
-        page = session.client().list_checkpoints(
-            list(types or []), list(statuses or []), limit=max(1, int(page_size or 20)), cursor=pager.cursors[-1]
-        )
-    except HANDLED as exc:
-        return _empty(CHECKPOINT_HEADERS, _failure(exc), pager)
-    pager = pager.after(page)
-    rows, choices = [], []
-    for item in page.items:
+
+    def fetch(limit: int, cursor: str | None) -> Any:
+        return session.client().list_checkpoints(list(types or []), list(statuses or []), limit=limit, cursor=cursor)
+
+    def row_of(item: dict[str, Any]) -> tuple[list[str], str]:
         name = _names(item.get("name"))
         status = str(item.get("status", ""))
         if item.get("error"):
             status += f" ({item['error']})"
-        rows.append(
-            [
-                name,
-                str(item.get("type", "")),
-                status,
-                _when(item.get("created")),
-                _names(item.get("allowed_roles_or_users")),
-                str(item.get("id", "")),
-            ]
-        )
-        choices.append(SEPARATOR.join([name or "(no name)", str(item.get("type", "")), str(item.get("id", ""))]))
-    return ListView(TableView(CHECKPOINT_HEADERS, rows), choices, _page_info(pager, len(rows)), pager, page.items)
+        kind, checkpoint_id = str(item.get("type", "")), str(item.get("id", ""))
+        roles = _names(item.get("allowed_roles_or_users"))
+        row = [name, kind, status, _when(item.get("created")), roles, checkpoint_id]
+        return row, SEPARATOR.join([name or "(no name)", kind, checkpoint_id])
+
+    return _paged(session, "checkpoints.list", CHECKPOINT_HEADERS, page_size, pager, move, fetch, row_of)
+
+
+def _paged(
+    session: CloudSession,
+    permission: str,
+    headers: list[str],
+    page_size: float | int,
+    pager: Pager | None,
+    move: str,
+    fetch: Callable[[int, str | None], Any],
+    row_of: Callable[[dict[str, Any]], tuple[list[str], str]],
+) -> ListView:
+    """One page of a paged list: `fetch(limit, cursor)` a `Page`, each item made a table row and a choice."""
+    pager = (pager or Pager()).target(move)
+    try:
+        session.require(permission)
+        page = fetch(max(1, int(page_size or 20)), pager.cursors[-1])
+    except HANDLED as exc:
+        return _empty(headers, _failure(exc), pager)
+    pager = pager.after(page)
+    rows, choices = [], []
+    for item in page.items:
+        row, choice = row_of(item)
+        rows.append(row)
+        choices.append(choice)
+    return ListView(TableView(headers, rows), choices, _page_info(pager, len(rows)), pager, page.items)
 
 
 def local_model_files(session: CloudSession, checkpoint_type: str) -> tuple[list[str], str]:
@@ -1219,35 +1233,30 @@ def list_jobs(
     move: str = "first",
 ) -> ListView:
     """One page of the user's jobs, newest first, with status and timing."""
-    pager = (pager or Pager()).target(move)
-    try:
-        session.require("jobs.list")
-        page = session.client().list_inferences(
-            list(statuses or []), list(task_types or []), limit=max(1, int(page_size or 20)), cursor=pager.cursors[-1]
-        )
-    except HANDLED as exc:
-        return _empty(JOB_HEADERS, _failure(exc), pager)
-    pager = pager.after(page)
-    rows, choices = [], []
-    for item in page.items:
+
+    def fetch(limit: int, cursor: str | None) -> Any:
+        client = session.client()
+        return client.list_inferences(list(statuses or []), list(task_types or []), limit=limit, cursor=cursor)
+
+    def row_of(item: dict[str, Any]) -> tuple[list[str], str]:
         job_id = str(item.get("InferenceJobId", item.get("id", "")))
         created = _when(item.get("createTime"))
         duration = _seconds_between(item.get("startTime") or item.get("createTime"), item.get("completeTime"))
-        rows.append(
-            [
-                created,
-                str(item.get("taskType", "")),
-                str(item.get("inference_type", "")),
-                str(item.get("status", "")),
-                str(item.get("endpoint_name", "")),
-                duration,
-                str(len(item.get("image_names") or [])),
-                str(item.get("error") or ""),
-                job_id,
-            ]
-        )
-        choices.append(SEPARATOR.join([created, str(item.get("taskType", "")), str(item.get("status", "")), job_id]))
-    return ListView(TableView(JOB_HEADERS, rows), choices, _page_info(pager, len(rows)), pager, page.items)
+        task, status = str(item.get("taskType", "")), str(item.get("status", ""))
+        row = [
+            created,
+            task,
+            str(item.get("inference_type", "")),
+            status,
+            str(item.get("endpoint_name", "")),
+            duration,
+            str(len(item.get("image_names") or [])),
+            str(item.get("error") or ""),
+            job_id,
+        ]
+        return row, SEPARATOR.join([created, task, status, job_id])
+
+    return _paged(session, "jobs.list", JOB_HEADERS, page_size, pager, move, fetch, row_of)
 
 
 def open_job(session: CloudSession, selected: str) -> JobView:
