@@ -454,10 +454,17 @@ class MiddlewareClient:
         }
         return self._data("POST", "/checkpoints", body=body)
 
-    def complete_checkpoint(self, checkpoint_id: str, tags: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        """Complete an upload with each file's `[{"ETag", "PartNumber"}]`; returns the now Active checkpoint."""
+    def complete_checkpoint(
+        self, checkpoint_id: str, tags: dict[str, list[dict[str, Any]]], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Complete an upload with each file's `[{"ETag", "PartNumber"}]`; returns the now Active checkpoint.
+
+        The middleware joins the parts before it answers (the embedded one copies every byte), so a large
+        file needs a `timeout` (seconds to wait for the answer) longer than the client's: `upload_file` sizes it.
+        """
         body = {"status": "Active", "multi_parts_tags": tags}
-        return self._data("PUT", f"/checkpoints/{_segment(checkpoint_id)}", body=body).get("checkpoint") or {}
+        path = f"/checkpoints/{_segment(checkpoint_id)}"
+        return self._data("PUT", path, body=body, timeout=timeout).get("checkpoint") or {}
 
     def create_checkpoint_from_urls(self, checkpoint_type: str, urls: list[str], message: str = "") -> dict[str, Any]:
         """A checkpoint the middleware downloads from `urls` in the background (Initial until done)."""

@@ -34,6 +34,9 @@ MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's and the middleware's limit per upload
 BACKOFF_CAP_S = 8.0
 PART_TIMEOUT_S = 120.0  # per socket operation of one part PUT, not the whole transfer
+# The slowest the middleware is assumed to join the parts when completing (the embedded one copies the file and
+# fsyncs it before it answers): the wait for that answer grows with the size, past the client's 30 s from 600 MiB.
+COMPLETE_MIN_BYTES_PER_S = 20 * MiB
 STOP_POLL_S = 0.2
 
 Progress = Callable[[int, int], None]
@@ -201,7 +204,8 @@ def _send_and_complete(
         )
     tags = [{"ETag": state.etags[number], "PartNumber": number} for number in sorted(state.etags)]
     try:
-        return client.complete_checkpoint(state.checkpoint_id, {state.name: tags})
+        timeout = max(client.timeout, state.size / COMPLETE_MIN_BYTES_PER_S)
+        return client.complete_checkpoint(state.checkpoint_id, {state.name: tags}, timeout=timeout)
     except ApiError as exc:
         raise UploadError(f"completing the upload of {state.name} failed: {exc.message}", state=state) from exc
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware_api import API_VERSION
 from middleware_api.container import Services, build_services
+from middleware_api.models.responses import ERRORS
 from middleware_api.routes import (
     checkpoints,
     datasets,
@@ -28,7 +29,7 @@ from middleware_api.routes import (
     users,
 )
 from middleware_api.routes.deps import api_key_scheme
-from middleware_api.routes.envelope import FORBIDDEN, install_error_handlers
+from middleware_api.routes.envelope import FORBIDDEN, error, install_error_handlers
 from middleware_api.services.passwords import secret_matches
 from middleware_api.settings import Settings
 
@@ -54,7 +55,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     for module in (ping, users, roles, tokens, checkpoints, endpoints, inferences, datasets, trainings):
-        app.include_router(module.router, prefix=STAGE, dependencies=[Security(api_key_scheme)])
+        app.include_router(module.router, prefix=STAGE, dependencies=[Security(api_key_scheme)], responses=ERRORS)
     if services.settings.backend == "embedded":
         from middleware_api.routes import blobs
 
@@ -69,6 +70,9 @@ class ApiKeyGate:
     The deployment key (compared by digest, in constant time) lets the request
     name its user in the `username` header; a personal access token makes the
     request act as the token's user. Every response carries `x-api-version`.
+
+    It also reads the body before any route does: one larger than `max_body_bytes`
+    gets 413 unparsed. The blob routes stream their bodies and check their own limit.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -85,13 +89,48 @@ class ApiKeyGate:
             await send(message)
 
         path: str = scope["path"]
-        if path not in PUBLIC_PATHS and not path.startswith(BLOBS_PREFIX):
+        if not path.startswith(BLOBS_PREFIX):
             services: Services = scope["app"].state.services
-            if not await _admit(scope, services, Headers(scope=scope).get("x-api-key")):
+            if path not in PUBLIC_PATHS and not await _admit(scope, services, Headers(scope=scope).get("x-api-key")):
                 await JSONResponse(FORBIDDEN, status_code=403)(scope, receive, send_with_version)
                 return
+            limit = services.settings.max_body_bytes
+            replay = await _read_body(scope, receive, limit)
+            if replay is None:
+                too_long = error(413, f"Request Too Long: the body is larger than {limit} bytes")
+                await too_long(scope, receive, send_with_version)
+                return
+            receive = replay
         _remember_base_url(scope)
         await self.app(scope, receive, send_with_version)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> Receive | None:
+    """A `receive` that replays the whole body, or None (the rest unread) if it is over `limit` bytes.
+
+    A declared `content-length` is trusted for the refusal only; the bytes are counted
+    as they come, so a chunked body or a wrong length cannot slip past.
+    """
+    declared = Headers(scope=scope).get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        return None
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break  # the client went away: the route sees the disconnect
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 async def _admit(scope: Scope, services: Services, key: str | None) -> bool:

@@ -27,10 +27,13 @@ from middleware_api.services.users import UserService
 from middleware_api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from middleware_api.adapters.embedded.blobs import LocalBlobs
     from middleware_api.adapters.embedded.compute import LocalCompute
 
 
 LAMBDA_TASK_LIMIT_S = 900
+INTERRUPTED_JOB = "the server stopped while the job ran; send it again"
+INTERRUPTED_DOWNLOAD = "the server stopped while the checkpoint was downloading; create it again"
 
 
 @dataclass
@@ -174,11 +177,24 @@ def build_services(settings: Settings, *, start: bool = True) -> Services:
     else:
         services = _embedded_services(settings, handlers)
         services.start()
-        local: LocalCompute = services.compute  # type: ignore[assignment]
-        local.restore(services.endpoints.restorable())  # local workers come back with the server
-        # local training jobs do not: they died with the previous server
-        services.trainings.fail_unfinished("the server stopped while the job ran; start it again")
+        _recover_embedded(services)
     return services
+
+
+def _recover_embedded(services: Services) -> None:
+    """Start where the previous embedded server stopped, even killed: its local endpoints come back, but not
+    its jobs and downloads (threads and queues of that process), nor the temp files of writes it left unfinished.
+
+    Uploads keep the parts received, so clients can send the rest. Not for aws: its jobs run on
+    SageMaker and its downloads in the task Lambda, and outlive any API process.
+    """
+    blobs: LocalBlobs = services.blobs  # type: ignore[assignment]
+    local: LocalCompute = services.compute  # type: ignore[assignment]
+    services.trainings.fail_unfinished("the server stopped while the job ran; start it again")
+    services.inferences.fail_unfinished(INTERRUPTED_JOB)
+    services.checkpoints.fail_interrupted_downloads(INTERRUPTED_DOWNLOAD)
+    blobs.remove_temp_files()
+    local.restore(services.endpoints.restorable())
 
 
 def _deployment_key_digest(settings: Settings, stored: str | None = None) -> str | None:

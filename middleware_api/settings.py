@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BACKENDS = ("embedded", "aws")
+MiB = 1 << 20
+# API Gateway's own limit on a request, so both backends refuse the same bodies
+DEFAULT_MAX_BODY_BYTES = 10 * MiB
 
 
 class SettingsError(ValueError):
@@ -36,6 +39,7 @@ class Settings:
     engine_url: str = "http://127.0.0.1:7860"
     engine_timeout_s: float = 900.0
     endpoint_health_timeout_s: float = 120.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     task_function_name: str | None = None
     kohya_dir: Path | None = None
     kohya_python: str | None = None
@@ -59,6 +63,7 @@ class Settings:
             "engine_url": env.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860",
             "engine_timeout_s": _number(env, "ESD_ENGINE_TIMEOUT_S", 900.0),
             "endpoint_health_timeout_s": _number(env, "ESD_ENDPOINT_HEALTH_TIMEOUT_S", 120.0),
+            "max_body_bytes": _byte_count(env, "ESD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             "task_function_name": env.get("ESD_TASK_FUNCTION_NAME") or None,
             "kohya_dir": Path(env["ESD_KOHYA_DIR"]) if env.get("ESD_KOHYA_DIR") else None,
             "kohya_python": env.get("ESD_KOHYA_PYTHON") or None,
@@ -84,3 +89,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
+
+
+def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit() or int(text) <= 0:
+        raise SettingsError(f"{name} must be a positive whole number of bytes, not {text!r}")
+    return int(text)

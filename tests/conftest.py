@@ -6,7 +6,8 @@ contract test of both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,8 +27,25 @@ def moto_url() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    wsgi = server._server  # type: ignore[attr-defined]  # moto offers no hook to wrap its app
+    wsgi.app = _one_dynamodb_request_at_a_time(wsgi.app)
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+def _one_dynamodb_request_at_a_time(app: Callable[..., Any]) -> Callable[..., Any]:
+    """DynamoDB applies each conditional write atomically; moto checks and writes in separate steps that
+    racing requests interleave (lost updates under 50 threads). Serializing its DynamoDB requests gives
+    the concurrency tests DynamoDB's semantics; S3 requests stay parallel."""
+    lock = threading.Lock()
+
+    def serialized(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:  # moto builds the whole response before returning it
+            return app(environ, start_response)
+
+    return serialized
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,13 @@ MAX_BATCH = 100
 
 
 class Request(BaseModel):
-    """A request body: unknown extra fields are ignored, as API Gateway's validator does."""
+    """A request body, checked as API Gateway's JSON schema validator does.
 
-    model_config = ConfigDict(extra="ignore")
+    Unknown extra fields are ignored; types are strict, so `"2"` is not an integer
+    nor `"yes"` a boolean (a number is still a valid float).
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]

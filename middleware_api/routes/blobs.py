@@ -3,7 +3,8 @@
 Mounted under `/prod`, outside the OpenAPI schema and outside the API key check. Bodies
 are streamed to disk chunk by chunk, each write in a worker thread, so an upload of any
 size holds about 1 MiB in memory, never blocks the event loop on a file write and holds
-no thread while it waits on the network.
+no thread while it waits on the network. A body over `LocalBlobs.max_upload_bytes` (S3's
+5 GiB) gets 413 and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ async def put_blob(key: str, request: Request) -> Response:
     denied = blobs.authorize("PUT", key, query)
     if denied:
         return error(403, f"Forbidden: {denied}")
+    limit = blobs.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
     upload_id = query.get(UPLOAD_ID_PARAM)
     part_number = query.get(PART_NUMBER_PARAM)
     try:
@@ -49,9 +54,11 @@ async def put_blob(key: str, request: Request) -> Response:
         else:
             incoming = await anyio.to_thread.run_sync(blobs.begin_part, key, upload_id, int(part_number))
         try:
-            etag = await _receive(request, incoming)
+            etag = await _receive(request, incoming, limit)
         finally:
             incoming.abort()  # a no-op after commit; quick, so fine on the event loop
+    except _TooLarge:
+        return _too_large(limit)
     except BlobNotFound as exc:
         return error(404, str(exc))
     except BlobError as exc:
@@ -61,15 +68,26 @@ async def put_blob(key: str, request: Request) -> Response:
     return Response(status_code=200, headers={"ETag": etag, "Access-Control-Expose-Headers": "ETag"})
 
 
-async def _receive(request: Request, incoming: Incoming) -> str:
+class _TooLarge(Exception):
+    """The body went past the upload limit."""
+
+
+def _too_large(limit: int) -> Response:
+    return error(413, f"EntityTooLarge: the body is larger than {limit} bytes")
+
+
+async def _receive(request: Request, incoming: Incoming, limit: int) -> str:
     """Write the body to `incoming` and commit it; the file work runs in worker threads.
 
     Network chunks (often 64 KiB) are gathered up to 1 MiB before each write, so a large
-    upload costs few thread hops yet holds at most about 1 MiB in memory.
+    upload costs few thread hops yet holds at most about 1 MiB in memory. _TooLarge once
+    more than `limit` bytes came, whatever the declared length said.
     """
     buffer = bytearray()
     async for chunk in request.stream():
         buffer += chunk
+        if incoming.size + len(buffer) > limit:
+            raise _TooLarge
         if len(buffer) >= CHUNK_BYTES:
             full, buffer = buffer, bytearray()
             await anyio.to_thread.run_sync(incoming.write, full)

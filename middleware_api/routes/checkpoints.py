@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from middleware_api.models.checkpoints import CreateCheckpoint, DeleteCheckpoints, UpdateCheckpoint
+from middleware_api.models.responses import ErrorBody, answers, paged
 from middleware_api.routes.deps import ActorDep, PageDep, ServicesDep
 from middleware_api.routes.envelope import respond
 
@@ -13,7 +14,12 @@ router = APIRouter(tags=["checkpoints"])
 CheckpointId = Annotated[str, Path(alias="checkpointId", description="the checkpoint's id")]
 
 
-@router.get("/checkpoints", operation_id="ListCheckpoints", summary="List the checkpoints the acting user may see")
+@router.get(
+    "/checkpoints",
+    operation_id="ListCheckpoints",
+    summary="List the checkpoints the acting user may see",
+    responses=answers(200, model=paged("checkpoints")),
+)
 def list_checkpoints(
     services: ServicesDep,
     actor: ActorDep,
@@ -32,7 +38,9 @@ def list_checkpoints(
     return respond(200, "OK", {"checkpoints": result.items, "last_evaluated_key": result.cursor})
 
 
-@router.get("/checkpoints/{checkpointId}", operation_id="GetCheckpoint", summary="Get one checkpoint")
+@router.get(
+    "/checkpoints/{checkpointId}", operation_id="GetCheckpoint", summary="Get one checkpoint", responses=answers(200)
+)
 def get_checkpoint(checkpoint_id: CheckpointId, services: ServicesDep, actor: ActorDep) -> Response:
     return respond(200, "OK", {"checkpoint": services.checkpoints.get(actor, checkpoint_id)})
 
@@ -42,7 +50,10 @@ def get_checkpoint(checkpoint_id: CheckpointId, services: ServicesDep, actor: Ac
     operation_id="CreateCheckpoint",
     summary="Create a checkpoint: from URLs (downloaded by the server, 202) or by multipart upload (201)",
     status_code=201,
-    responses={202: {"description": "created from URLs: the server downloads them in the background"}},
+    responses={
+        **answers(201, 202),
+        503: {"model": ErrorBody, "description": "the download could not be queued: retry later"},
+    },
 )
 def create_checkpoint(body: CreateCheckpoint, services: ServicesDep, actor: ActorDep) -> Response:
     files = None if body.filenames is None else [(file.filename, file.parts_number) for file in body.filenames]
@@ -58,6 +69,7 @@ def create_checkpoint(body: CreateCheckpoint, services: ServicesDep, actor: Acto
     "/checkpoints/{checkpointId}",
     operation_id="UpdateCheckpoint",
     summary="Complete a multipart upload (status Active + multi_parts_tags) or rename a one-file checkpoint (name)",
+    responses=answers(200),
 )
 def update_checkpoint(
     checkpoint_id: CheckpointId, body: UpdateCheckpoint, services: ServicesDep, actor: ActorDep

@@ -3,19 +3,25 @@
 from fastapi import APIRouter, Response
 
 from middleware_api.models.endpoints import CreateEndpoint, DeleteEndpoints
+from middleware_api.models.responses import answers, paged
 from middleware_api.routes.deps import ActorDep, PageDep, ServicesDep
 from middleware_api.routes.envelope import respond
 
 router = APIRouter(tags=["endpoints"])
 
 
-@router.get("/endpoints", operation_id="ListEndpoints", summary="List the endpoints the acting user's roles may use")
+@router.get(
+    "/endpoints",
+    operation_id="ListEndpoints",
+    summary="List the endpoints the acting user's roles may use",
+    responses=answers(200, model=paged("endpoints")),
+)
 def list_endpoints(services: ServicesDep, actor: ActorDep, page: PageDep) -> Response:
     result = services.endpoints.list(actor, page.limit, page.cursor)
     return respond(200, "OK", {"endpoints": result.items, "last_evaluated_key": result.cursor})
 
 
-@router.post("/endpoints", operation_id="CreateEndpoint", summary="Deploy an endpoint")
+@router.post("/endpoints", operation_id="CreateEndpoint", summary="Deploy an endpoint", responses=answers(200))
 def create_endpoint(body: CreateEndpoint, services: ServicesDep, actor: ActorDep) -> Response:
     endpoint = services.endpoints.create(
         actor,

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from middleware_api.models.inferences import CreateInference, DeleteInferences
+from middleware_api.models.responses import answers, paged
 from middleware_api.routes.deps import ActorDep, PageDep, ServicesDep
 from middleware_api.routes.envelope import respond
 from middleware_api.services.inferences import MAX_WAIT_S
@@ -14,7 +15,11 @@ MESSAGES = {200: "OK", 201: "Created", 202: "Accepted"}
 
 
 @router.post(
-    "/inferences", operation_id="CreateInferenceJob", summary="Create a job (and start it with payload_string)"
+    "/inferences",
+    operation_id="CreateInferenceJob",
+    summary="Create a job (201); with payload_string also start it (202 async, 200 real-time)",
+    status_code=201,
+    responses=answers(201, 202, 200),
 )
 def create_inference(body: CreateInference, services: ServicesDep, actor: ActorDep) -> Response:
     inference, status = services.inferences.create(
@@ -28,13 +33,23 @@ def create_inference(body: CreateInference, services: ServicesDep, actor: ActorD
     return respond(status, MESSAGES[status], {"inference": inference})
 
 
-@router.put("/inferences/{jobId}/start", operation_id="StartInferenceJob", summary="Start a job once")
+@router.put(
+    "/inferences/{jobId}/start",
+    operation_id="StartInferenceJob",
+    summary="Start a job once: 202 async, 200 real-time (with the result)",
+    responses=answers(200, 202),
+)
 def start_inference(jobId: str, services: ServicesDep, actor: ActorDep) -> Response:  # noqa: N803
     inference, status = services.inferences.start(actor, jobId)
     return respond(status, MESSAGES[status], {"inference": inference})
 
 
-@router.get("/inferences/{jobId}", operation_id="GetInferenceJob", summary="A job, with its images' URLs")
+@router.get(
+    "/inferences/{jobId}",
+    operation_id="GetInferenceJob",
+    summary="A job, with its images' URLs",
+    responses=answers(200),
+)
 def get_inference(
     jobId: str,  # noqa: N803
     services: ServicesDep,
@@ -44,7 +59,12 @@ def get_inference(
     return respond(200, "OK", services.inferences.get(actor, jobId, wait_s))
 
 
-@router.get("/inferences", operation_id="ListInferenceJobs", summary="List the acting user's jobs")
+@router.get(
+    "/inferences",
+    operation_id="ListInferenceJobs",
+    summary="List the acting user's jobs",
+    responses=answers(200, model=paged("inferences")),
+)
 def list_inferences(
     services: ServicesDep,
     actor: ActorDep,

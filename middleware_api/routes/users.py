@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 
+from middleware_api.models.responses import Message, answers, paged
 from middleware_api.models.users import CreateUser, DeleteUsers, Login
 from middleware_api.routes.deps import ActorDep, PageDep, ServicesDep, get_actor, require_deployment_key
 from middleware_api.routes.envelope import respond
@@ -11,13 +12,24 @@ from middleware_api.routes.envelope import respond
 router = APIRouter(tags=["users"])
 
 
-@router.get("/users", operation_id="ListUsers", summary="List the users the acting user may see")
+@router.get(
+    "/users",
+    operation_id="ListUsers",
+    summary="List the users the acting user may see",
+    responses=answers(200, model=paged("users")),
+)
 def list_users(services: ServicesDep, actor: ActorDep, page: PageDep) -> Response:
     result = services.users.list(actor, page.limit, page.cursor)
     return respond(200, "OK", {"users": result.items, "last_evaluated_key": result.cursor})
 
 
-@router.post("/users", operation_id="CreateUser", summary="Create a user, or update one's roles and password")
+@router.post(
+    "/users",
+    operation_id="CreateUser",
+    summary="Create a user, or update one's roles and password",
+    status_code=201,
+    responses=answers(201, 200, model=Message),
+)
 def create_user(
     body: CreateUser, services: ServicesDep, request: Request, username: Annotated[str | None, Header()] = None
 ) -> Response:
@@ -41,6 +53,7 @@ def delete_users(body: DeleteUsers, services: ServicesDep, actor: ActorDep) -> R
     operation_id="Login",
     summary="Check a username and password (for the WebUI's login); the password never comes back",
     dependencies=[Depends(require_deployment_key)],
+    responses=answers(200),
 )
 def login(body: Login, services: ServicesDep) -> Response:
     actor = services.users.check_credentials(body.username, body.password)

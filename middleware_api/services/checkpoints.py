@@ -5,7 +5,8 @@ under `{type}/checkpoint/custom/{id}/`. It starts `Initial` and becomes
 `Active` once its files are complete (multipart upload finished, or the
 background download succeeded); a failed download ends `Failed` with an
 `error`. `name_key` (`{type}/{first file name}`) indexes live checkpoints by
-file name, so names stay unique per type and inference can resolve them.
+file name, so inference can resolve them; a name guard (`services/names.py`)
+on it keeps names unique per type, even for creates that race.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import urllib3
 from middleware_api import schema
 from middleware_api.ports.background import Background, TaskHandler
 from middleware_api.ports.blobs import BlobError, Blobs, Part
-from middleware_api.ports.tables import ConditionFailed, Item, Page, Table
+from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.errors import ApiError, BadRequest, Conflict, NotFound
+from middleware_api.services.names import NameGuards, is_guard
 from middleware_api.services.permissions import Actor
 
 log = logging.getLogger("middleware_api.checkpoints")
@@ -81,6 +83,7 @@ class CheckpointService:
         self.blobs = blobs
         self.background = background
         self.resolve = resolve
+        self.names = NameGuards(table, self._holds_name)
 
     def task_handlers(self) -> dict[str, TaskHandler]:
         """The background tasks this service runs, by name."""
@@ -122,9 +125,14 @@ class CheckpointService:
                 raise BadRequest(f"parts_number of {name} must be 1..{MAX_PARTS} (required minimum: 1)")
         if sum(parts for _, parts in files) > MAX_PARTS:
             raise BadRequest(f"at most {MAX_PARTS} parts in all per checkpoint: use larger parts")
-        for name in names:
-            self._require_free(checkpoint_type, name)
         item = self._new_item(actor, checkpoint_type, message, names)
+        self.claim_name(checkpoint_type, names[0], item["id"])  # the name the checkpoint is known by
+        for name in names[1:]:
+            try:
+                self._require_free(checkpoint_type, name)
+            except BadRequest:
+                self.release_name(item)
+                raise
         uploads: dict[str, dict[str, str]] = {}
         presigned: dict[str, list[str]] = {}
         try:
@@ -138,6 +146,7 @@ class CheckpointService:
         except Exception:
             for upload in uploads.values():
                 self._quietly(self.blobs.abort_multipart, upload["key"], upload["upload_id"])
+            self.release_name(item)
             raise
         return Created(checkpoint_view(item), presigned)
 
@@ -188,6 +197,10 @@ class CheckpointService:
         shown_urls = [redact_url(url) for url in item["source_urls"]]
         try:
             names = self._fetch_all(item)
+            try:
+                self.claim_name(item["checkpoint_type"], names[0], checkpoint_id)
+            except BadRequest as exc:
+                raise DownloadFailed(exc.message) from None
         except Exception as exc:  # whatever went wrong, the checkpoint must not stay Initial
             reason = exc.reason if isinstance(exc, DownloadFailed) else f"download failed: {type(exc).__name__}"
             log.warning("checkpoint %s: %s", checkpoint_id, reason)
@@ -201,7 +214,26 @@ class CheckpointService:
             "source_urls": shown_urls,  # the task is over: keep no tokens from query strings
         }
         if not self._finish(checkpoint_id, changes):
+            self.release_name({**item, **changes})
             self._quietly(self.blobs.delete_prefix, _prefix(item))  # deleted while downloading
+
+    def fail_interrupted_downloads(self, reason: str) -> int:
+        """Mark every checkpoint still downloading from its URLs `Failed` with `reason`; returns how many.
+
+        For the embedded server at start: its downloads ran on threads of the previous server
+        process and died with it. What they had written is deleted. Multipart uploads, also
+        `Initial`, are left alone: their parts are kept and the client can send the rest.
+        """
+
+        def downloading(item: Item) -> bool:
+            return item.get("checkpoint_status") == INITIAL and bool(item.get("source_urls"))
+
+        interrupted = list(query_all(self.table, schema.LISTING, index="by_created", where=downloading))
+        for item in interrupted:
+            self._quietly(self.blobs.delete_prefix, _prefix(item))
+            shown_urls = [redact_url(url) for url in item["source_urls"]]
+            self._finish(item["id"], {"checkpoint_status": FAILED, "error": reason, "source_urls": shown_urls})
+        return len(interrupted)
 
     def _finish(self, checkpoint_id: str, changes: Mapping[str, Any]) -> bool:
         """Apply `changes` to a still-Initial checkpoint; False if it was deleted or changed meanwhile."""
@@ -350,21 +382,25 @@ class CheckpointService:
         old_name = names[0]
         if new_name == old_name:
             return checkpoint_view(item)
-        self._require_free(checkpoint_type, new_name, except_id=checkpoint_id)
+        self.claim_name(checkpoint_type, new_name, checkpoint_id)
+        renamed = {**item, "name_key": _name_key(checkpoint_type, new_name)}
         old_key, new_key = self._file_key(item, old_name), self._file_key(item, new_name)
         try:
             self.blobs.copy(old_key, new_key)
         except BlobError as exc:
+            self.release_name(renamed)
             raise BadRequest(f"cannot rename {old_name}: {exc}") from exc
         try:
             updated = self.table.update(
                 {"id": checkpoint_id},
-                {"checkpoint_names": [new_name], "name_key": _name_key(checkpoint_type, new_name)},
+                {"checkpoint_names": [new_name], "name_key": renamed["name_key"]},
                 expect={"checkpoint_status": ACTIVE, "name_key": _name_key(checkpoint_type, old_name)},
             )
         except ConditionFailed:
+            self.release_name(renamed)
             self._quietly(self.blobs.delete, new_key)
             raise self._changed(checkpoint_id) from None
+        self.release_name(item)
         self.blobs.delete(old_key)
         return checkpoint_view(updated)
 
@@ -426,7 +462,18 @@ class CheckpointService:
         items = [self._visible(actor, checkpoint_id) for checkpoint_id in dict.fromkeys(checkpoint_ids)]
         for item in items:
             self.blobs.delete_prefix(_prefix(item))  # also aborts unfinished multipart uploads
-            self.table.delete({"id": item["id"]})
+            self.delete_record(item)
+
+    def delete_record(self, item: Item | None) -> None:
+        """Delete a checkpoint's record, then free its name (re-read if a download or rename changed it meanwhile)."""
+        while item is not None:
+            try:
+                self.table.delete({"id": item["id"]}, expect={"name_key": item.get("name_key")})
+            except ConditionFailed:
+                item = self.table.get({"id": item["id"]})
+                continue
+            self.release_name(item)
+            return
 
     # -- helpers ------------------------------------------------------------------
 
@@ -434,7 +481,7 @@ class CheckpointService:
         item = None
         if isinstance(checkpoint_id, str) and 0 < len(checkpoint_id) <= MAX_ID_LENGTH:
             item = self.table.get({"id": checkpoint_id})
-        if item is None or not actor.can_see(item.get("allowed_roles_or_users")):
+        if item is None or is_guard(item) or not actor.can_see(item.get("allowed_roles_or_users")):
             raise NotFound(f"checkpoint not found with id {checkpoint_id}")
         return item
 
@@ -447,6 +494,27 @@ class CheckpointService:
     def _require_free(self, checkpoint_type: str, name: str, except_id: str | None = None) -> None:
         if self._name_taken(checkpoint_type, name, except_id):
             raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
+
+    def claim_name(self, checkpoint_type: str, name: str, checkpoint_id: str) -> None:
+        """Take a file name of a type for a checkpoint, atomically; BadRequest if another live checkpoint has it.
+
+        Call before writing the name onto the checkpoint, and `release_name` when it stops holding it.
+        """
+        key = _name_key(checkpoint_type, name)
+        if not self.names.claim(key, checkpoint_id):
+            raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
+        if self._name_taken(checkpoint_type, name, except_id=checkpoint_id):  # one stored before name guards
+            self.names.release(key, checkpoint_id)
+            raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
+
+    def release_name(self, item: Item) -> None:
+        """Free the name a checkpoint holds (`item` as it was while holding it): deleted, failed or renamed."""
+        if item.get("name_key"):
+            self.names.release(item["name_key"], item["id"])
+
+    def _holds_name(self, checkpoint_id: str, name_key: str) -> bool:
+        item = self.table.get({"id": checkpoint_id})
+        return item is not None and item.get("name_key") == name_key and item.get("checkpoint_status") in LIVE_STATUSES
 
     @staticmethod
     def _file_key(item: Item, name: str) -> str:

@@ -2,6 +2,7 @@
 
 An endpoint is `Creating` until its compute reports `InService` (or `Failed`
 with the reason) through the events module; only `InService` endpoints take jobs.
+Its name is unique: a name guard (`services/names.py`) holds it from create to delete.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from datetime import datetime, timezone
 
 from middleware_api import schema
 from middleware_api.ports.compute import ASYNC, ENDPOINT_TYPES, Compute, EndpointSpec
-from middleware_api.ports.tables import Item, Page, Table, query_all
+from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.errors import BadRequest, NotFound
+from middleware_api.services.names import NameGuards
 from middleware_api.services.permissions import Actor
 from middleware_api.services.roles import RoleService
 
@@ -40,6 +42,7 @@ class EndpointService:
         self.table = table
         self.compute = compute
         self.roles = roles
+        self.names = NameGuards(table, self._holds_name)
 
     def create(
         self,
@@ -83,10 +86,14 @@ class EndpointService:
                 "endpoint_name must be up to 41 letters, digits or dashes, starting with a letter or digit"
             )
         name = f"esd-{'async' if endpoint_type == ASYNC else 'real-time'}-{short}"
-        if self.find_by_name(name) is not None:
+        endpoint_id = str(uuid.uuid4())
+        if not self.names.claim(name, endpoint_id):
+            raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
+        if self.find_by_name(name) is not None:  # one stored before name guards
+            self.names.release(name, endpoint_id)
             raise BadRequest(f"{name} already exists, please use another or rename/delete exists")
         item: Item = {
-            "EndpointDeploymentJobId": str(uuid.uuid4()),
+            "EndpointDeploymentJobId": endpoint_id,
             "endpoint_name": name,
             "endpoint_type": endpoint_type,
             "instance_type": instance_type,
@@ -102,7 +109,11 @@ class EndpointService:
             "created": time.time(),
             "listing": schema.LISTING,
         }
-        self.table.put(item, must_not_exist=True)
+        try:
+            self.table.put(item, must_not_exist=True)
+        except Exception:
+            self.names.release(name, endpoint_id)
+            raise
         try:
             self.compute.deploy(spec_of(item))
         except Exception as error:  # the record must say why, not stay Creating
@@ -140,9 +151,17 @@ class EndpointService:
                 raise NotFound(f"endpoint {name} not found")
             found.append(item)
         for item in found:
-            self.table.update(_key(item), {"endpoint_status": "Deleting"})
+            try:
+                self.table.update(_key(item), {"endpoint_status": "Deleting"})
+            except ConditionFailed:
+                continue  # deleted meanwhile by another request
             self.compute.delete(item["endpoint_name"])
-            self.table.delete(_key(item))
+            if self.table.delete(_key(item)):
+                self.names.release(item["endpoint_name"], item["EndpointDeploymentJobId"])
+
+    def _holds_name(self, endpoint_id: str, name: str) -> bool:
+        item = self.table.get({"EndpointDeploymentJobId": endpoint_id})
+        return item is not None and item.get("endpoint_name") == name
 
     def pick_for(self, actor: Actor, inference_type: str, endpoint_name: str | None) -> Item:
         """The endpoint a job runs on: the named one, else an InService one of the type the actor may use."""

@@ -20,7 +20,7 @@ from middleware_api import schema
 from middleware_api.ports.background import Background
 from middleware_api.ports.blobs import BlobError, Blobs
 from middleware_api.ports.compute import ASYNC, ENDPOINT_TYPES, Compute, InvocationError
-from middleware_api.ports.tables import ConditionFailed, Item, Page, Table
+from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.checkpoints import CHECKPOINT_TYPES, CheckpointService
 from middleware_api.services.endpoints import EndpointService, now_text
 from middleware_api.services.errors import BadRequest, Conflict, NotFound
@@ -266,6 +266,20 @@ class InferenceService:
         self._finish(
             job_id, {"status": FAILED, "error": reason[:MAX_ERROR_CHARS], "sagemakerRaw": reason[:MAX_ERROR_CHARS]}
         )
+
+    def fail_unfinished(self, reason: str) -> int:
+        """Mark every `inprogress` job `failed` with `reason`; returns how many.
+
+        For the embedded server at start: its jobs were queued or running in the previous
+        server process, and died with it. `created` jobs are left as they are: the client
+        may still upload their payload and start them.
+        """
+        unfinished = list(
+            query_all(self.table, schema.LISTING, index="by_created", where=lambda job: job["status"] == IN_PROGRESS)
+        )
+        for job in unfinished:
+            self.record_failure(job["InferenceJobId"], reason)
+        return len(unfinished)
 
     def _finish(self, job_id: str, changes: Item) -> None:
         with contextlib.suppress(ConditionFailed):  # deleted meanwhile, or already finished: the first outcome stands

@@ -8,7 +8,7 @@ import re
 import time
 
 from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
-from middleware_api.services.errors import BadRequest, Forbidden
+from middleware_api.services.errors import BadRequest, Conflict, Forbidden
 from middleware_api.services.permissions import ALL_PERMISSIONS, Actor, is_permission
 
 ADMIN_ROLE = "IT Operator"
@@ -16,6 +16,7 @@ DEFAULT_ROLES = (ADMIN_ROLE, "byoc")
 ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,63}$")
 KIND = "role"
 USER_KIND = "user"
+_RETRIES = 5
 
 
 class RoleService:
@@ -60,16 +61,21 @@ class RoleService:
         if missing:
             raise Forbidden(f"User {actor.username} cannot grant permissions it does not hold: {json.dumps(missing)}")
         permissions = sorted(set(permissions))
-        try:
-            self.table.put(_role_item(name, actor.username, permissions), must_not_exist=True)
-            return True
-        except ConditionFailed:
-            pass
-        actor.require("role", "all")
-        if name == ADMIN_ROLE:
-            raise BadRequest("cannot modify default role")
-        self.table.update({"kind": KIND, "sort_key": name}, {"permissions": permissions})
-        return False
+        for _ in range(_RETRIES):
+            try:
+                self.table.put(_role_item(name, actor.username, permissions), must_not_exist=True)
+                return True
+            except ConditionFailed:
+                pass
+            actor.require("role", "all")
+            if name == ADMIN_ROLE:
+                raise BadRequest("cannot modify default role")
+            try:
+                self.table.update({"kind": KIND, "sort_key": name}, {"permissions": permissions})
+                return False
+            except ConditionFailed:
+                continue  # deleted meanwhile: create it again
+        raise Conflict(f"role {name} is being changed by other requests, please retry")
 
     def list(self, actor: Actor, limit: int, cursor: str | None) -> Page:
         """Roles the actor may see: all with `role:all`, else those it created or holds."""

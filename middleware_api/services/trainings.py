@@ -115,8 +115,6 @@ class TrainingService:
             config["training"]["output_name"] = f"lora-{job_id[:8]}"
         output_name = _check_output_name(config["training"]["output_name"])
         file_name = f"{output_name}.safetensors"
-        if self._name_taken(file_name):
-            raise BadRequest(f"{file_name} already exists, please use another or rename/delete exists")
         toml_text = dump_toml(config)
 
         prefix = _prefix(job_id)
@@ -124,6 +122,7 @@ class TrainingService:
         output_location = self.blobs.uri(f"{prefix}output")
         config_key = f"{prefix}input/config.toml"
         checkpoint = self._new_checkpoint(actor, job_id, file_name)
+        self.checkpoints.claim_name(LORA, file_name, checkpoint["id"])
         created = time.time()
         job: Item = {
             "id": job_id,
@@ -149,8 +148,12 @@ class TrainingService:
                 "config_params": config,
             },
         }
-        self.blobs.put(config_key, toml_text.encode("utf-8"), "application/toml")
-        self.checkpoints.table.put(checkpoint, must_not_exist=True)
+        try:
+            self.blobs.put(config_key, toml_text.encode("utf-8"), "application/toml")
+            self.checkpoints.table.put(checkpoint, must_not_exist=True)
+        except Exception:
+            self.checkpoints.release_name(checkpoint)
+            raise
         self.table.put(job, must_not_exist=True)
         spec = TrainingSpec(
             job_id=job_id,
@@ -277,13 +280,6 @@ class TrainingService:
             },
         }
 
-    def _name_taken(self, file_name: str, except_id: str | None = None) -> bool:
-        def live(item: Item) -> bool:
-            return item.get("checkpoint_status") in checkpoint_rules.LIVE_STATUSES and item.get("id") != except_id
-
-        table = self.checkpoints.table
-        return bool(table.query(_name_key(file_name), index="by_name", limit=1, where=live).items)
-
     # -- states -----------------------------------------------------------------------------
 
     def record_state(
@@ -350,14 +346,19 @@ class TrainingService:
             self._finish(job_id, {"job_status": COMPLETED, "error": f"its checkpoint {checkpoint_id} is {state}"})
             return
         reserved = (checkpoint.get("checkpoint_names") or [None])[0]
-        if names[0] != reserved and self._name_taken(names[0], except_id=checkpoint_id):
-            self._end(job_id, FAILED, f"{names[0]} already exists, please use another or rename/delete exists")
-            return
+        renamed = {**checkpoint, "name_key": _name_key(names[0])}  # as it holds the name of its first output
+        if names[0] != reserved:
+            try:
+                self.checkpoints.claim_name(LORA, names[0], checkpoint_id)
+            except BadRequest as error:
+                self._end(job_id, FAILED, error.message)
+                return
         prefix = _checkpoint_prefix(checkpoint_id)
         try:
             for name in names:
                 self.blobs.copy(output + name, prefix + name)
         except BlobError as error:
+            self.checkpoints.release_name(renamed)
             self._end(job_id, FAILED, f"the outputs could not be copied into checkpoint {checkpoint_id}: {error}")
             return
         try:
@@ -371,10 +372,13 @@ class TrainingService:
                 expect={"checkpoint_status": checkpoint_rules.INITIAL},
             )
         except ConditionFailed:  # deleted while copying
+            self.checkpoints.release_name(renamed)
             with contextlib.suppress(BlobError):
                 self.blobs.delete_prefix(prefix)
             self._finish(job_id, {"job_status": COMPLETED, "error": f"its checkpoint {checkpoint_id} was deleted"})
             return
+        if names[0] != reserved:
+            self.checkpoints.release_name(checkpoint)
         self._finish(job_id, {"job_status": COMPLETED, "checkpoint_names": names, "error": None})
 
     def _end(self, job_id: str, status: str, reason: str | None, secondary_status: str | None = None) -> None:
@@ -386,12 +390,15 @@ class TrainingService:
         if ended is None:
             return
         verb = "failed" if status == FAILED else "was stopped"
-        with contextlib.suppress(ConditionFailed):  # deleted, or already ended
-            self.checkpoints.table.update(
+        try:
+            checkpoint = self.checkpoints.table.update(
                 {"id": ended["checkpoint_id"]},
                 {"checkpoint_status": checkpoint_rules.FAILED, "error": f"training job {job_id} {verb}"},
                 expect={"checkpoint_status": checkpoint_rules.INITIAL},
             )
+        except ConditionFailed:  # deleted, or already ended
+            return
+        self.checkpoints.release_name(checkpoint)
 
     def _finish(self, job_id: str, changes: Item) -> Item | None:
         finished = {**changes, "completed": str(time.time())}
@@ -470,7 +477,7 @@ class TrainingService:
             checkpoint = self.checkpoints.table.get({"id": checkpoint_id}) if checkpoint_id else None
             if checkpoint is not None and checkpoint.get("checkpoint_status") != checkpoint_rules.ACTIVE:
                 self.blobs.delete_prefix(_checkpoint_prefix(checkpoint_id))
-                self.checkpoints.table.delete({"id": checkpoint_id})
+                self.checkpoints.delete_record(checkpoint)
             self.table.delete(_key(job["id"]))
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
 
 from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
-from middleware_api.services.errors import BadRequest, Forbidden, Unauthorized
+from middleware_api.services.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from middleware_api.services.passwords import hash_password, verify_password
 from middleware_api.services.permissions import Actor
 from middleware_api.services.roles import ADMIN_ROLE, RoleService
@@ -17,6 +18,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
 MIN_PASSWORD_LENGTH = 8
 MASKED_PASSWORD = "********"
 _BOOTSTRAP_GUARD = {"kind": "meta", "sort_key": "bootstrapped"}
+_RETRIES = 5
 
 
 class UserService:
@@ -67,8 +69,18 @@ class UserService:
         """Create a user, or update an existing one's roles and password; True if created.
 
         The actor may only give roles whose permissions it holds itself; a user
-        may always change its own password.
+        may always change its own password. A user deleted while being updated
+        is decided again (and so created, if a password is given).
         """
+        for _ in range(_RETRIES):
+            created = self._create_or_update(actor, username, password, roles)
+            if created is not None:
+                self._drop_roles_deleted_meanwhile(username)
+                return created
+        raise Conflict(f"user {username} is being changed by other requests, please retry")
+
+    def _create_or_update(self, actor: Actor, username: str, password: str | None, roles: list[str]) -> bool | None:
+        """One try of `create_or_update`: True if created, False if updated, None if deleted meanwhile."""
         existing = self.get(username)
         changing_own_password = existing is not None and username == actor.username and roles == existing["roles"]
         if not changing_own_password:
@@ -87,21 +99,37 @@ class UserService:
                 )
             except ConditionFailed:
                 raise BadRequest(f"{username} already exists, please use another or rename/delete exists") from None
-            created = True
-        else:
-            changes: dict[str, object] = {"roles": roles}
-            if password:
-                changes["password_hash"] = hash_password(password)
+            return True
+        changes: dict[str, object] = {"roles": roles}
+        if password:
+            changes["password_hash"] = hash_password(password)
+        try:  # roles and password in one write: racing edits leave one of them whole, never a mix
             self.table.update({"kind": KIND, "sort_key": username}, changes)
-            created = False
-        self._drop_roles_deleted_meanwhile(username, roles)
-        return created
+        except ConditionFailed:
+            return None
+        return False
 
-    def _drop_roles_deleted_meanwhile(self, username: str, roles: list[str]) -> None:
-        """A role deleted while this user was written must not stay on it."""
-        alive = [role for role in roles if self.roles.get(role) is not None]
-        if alive != roles:
-            self.table.update({"kind": KIND, "sort_key": username}, {"roles": alive})
+    def _drop_roles_deleted_meanwhile(self, username: str) -> None:
+        """Take from a user just written every role it holds that no longer exists.
+
+        `RoleService.delete` takes a role from the users it finds holding it after deleting it; a user
+        written after that look is fixed here. Each write removes roles from what is stored, expecting
+        it unchanged, and re-reads if not: another edit is never overwritten, and a role removal racing
+        this one (which keeps the other roles as they are) cannot bring back a dead role.
+        """
+        key = {"kind": KIND, "sort_key": username}
+        for _ in range(_RETRIES * 4):
+            user = self.get(username)
+            if user is None:
+                return
+            held = user.get("roles", [])
+            alive = [role for role in held if self.roles.get(role) is not None]
+            if alive == held:
+                return
+            with contextlib.suppress(ConditionFailed):  # changed meanwhile: read again
+                self.table.update(key, {"roles": alive}, expect={"roles": held})
+                return
+        raise Conflict(f"user {username} is being changed by other requests, please retry")
 
     def list(self, actor: Actor, limit: int, cursor: str | None) -> Page:
         """Users the actor may see: all with `user:all`, else those it created and itself."""

@@ -1,16 +1,18 @@
-"""Added latency of the whole inference job lifecycle over calling the engine directly; prints, asserts nothing.
+"""Added latency of a whole cloud-inference job through the extension over calling the engine directly.
 
-    .envs/server/bin/python tests/bench/bench_inference.py [--jobs 50] [--concurrency 1 8] [--instances 1]
+    .envs/server/bin/python tests/bench/bench_inference.py [--jobs 200] [--concurrency 1 8 32] [--instances 1]
 
-Embedded backend over real HTTP (a `serve` child process), engine double answering at once, 64×64 txt2img.
+The embedded middleware (`serve` in a child process, real HTTP) with the engine double, 64×64 txt2img, 1 step.
 
-- direct: `POST /sdapi/v1/txt2img` to the engine double, nothing else.
-- lifecycle, per endpoint type: `POST /inferences` → PUT the payload to its URL → `PUT …/start` →
-  `GET /inferences/{id}?wait_s=20` until the job ends (skipped when a Real-time start already answers
-  with the ended job, as the API does) → GET every image URL.
-- added: lifecycle median − direct median (at the same concurrency).
-- notice delay (Async): from the job's `completeTime` (server clock, same machine) to the return of
-  the client's long-poll.
+- direct: `POST /sdapi/v1/txt2img` to the engine double, nothing else (one `requests` session per thread).
+- Real-time / Async: `aws_extension.jobs.run_job` with a new `aws_extension.client.MiddlewareClient` per job,
+  as the WebUI's cloud hook (`aws_extension/webui.py` `generate`) runs one: create → PUT the payload → start →
+  long-poll `GET /inferences/{id}?wait_s=…` (poll_s 1.0, the hook's) until it ends → GET the images and the
+  parameters file.
+- added = lifecycle − direct, median and p95 of each, at the same concurrency.
+- phases (from `run_job`'s `on_status`): create (until `created`), start (payload upload + start, until
+  `inprogress`, or the end for a Real-time job that finished within its start), wait (until `succeed`), fetch.
+- notice (Async): from the job's `completeTime` (server clock, same machine) to the client hearing `succeed`.
 
 Each concurrency level runs `--jobs` jobs of each kind from that many threads, after a short warm-up.
 """
@@ -18,34 +20,25 @@ Each concurrency level runs `--jobs` jobs of each kind from that many threads, a
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import platform
-import shlex
-import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import requests
+from common import ADMIN, KEY, Table, command, median, ms, percentile, report, stack
+from support import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from aws_extension.client import MiddlewareClient
+from aws_extension.jobs import run_job
 
-from support import EngineDouble, ServerProcess, free_port, wait_until  # noqa: E402
-
-KEY = "bench-key"
-HEADERS = {"x-api-key": KEY, "username": "admin"}
-ENDPOINTS = {"Real-time": "esd-real-time-bench", "Async": "esd-async-bench"}
-WAIT_S = 20
-JOB_DEADLINE_S = 60.0
+ENDPOINT_NAME = "bench"
+KINDS = ("Real-time", "Async")
+POLL_S = 1.0  # aws_extension/webui.py POLL_S (not importable outside the WebUI)
 HTTP_TIMEOUT_S = 60.0
 WARMUP_JOBS = 3
 SIZE = 64
@@ -64,20 +57,15 @@ class Sample:
 _local = threading.local()
 
 
-def session() -> requests.Session:
-    """A session per thread (requests.Session is not meant to be shared between threads)."""
-    if not hasattr(_local, "session"):
-        _local.session = requests.Session()
-    return _local.session
-
-
 def payload(index: int) -> dict[str, Any]:
     return {"prompt": f"bench {index}", "seed": index, "width": SIZE, "height": SIZE, "steps": 1}
 
 
 def direct(engine_url: str, index: int) -> Sample:
+    if not hasattr(_local, "session"):  # a session per thread: requests.Session is not meant to be shared
+        _local.session = requests.Session()
     began = time.perf_counter()
-    response = session().post(f"{engine_url}/sdapi/v1/txt2img", json=payload(index), timeout=HTTP_TIMEOUT_S)
+    response = _local.session.post(f"{engine_url}/sdapi/v1/txt2img", json=payload(index), timeout=HTTP_TIMEOUT_S)
     elapsed = (time.perf_counter() - began) * 1000
     if response.status_code != 200 or not response.json().get("images"):
         return Sample(elapsed, error=f"engine answered {response.status_code}")
@@ -90,58 +78,41 @@ def _completed_at(text: str) -> float:
 
 
 def lifecycle(api_url: str, inference_type: str, index: int) -> Sample:
-    """One job from create to downloaded images."""
-    http = session()
-    phases: dict[str, float] = {}
-    began = mark = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases[name] = phases.get(name, 0.0) + (now - mark) * 1000
-        mark = now
-
-    body = {"inference_type": inference_type, "task_type": "txt2img", "models": {}}
-    body["endpoint_name"] = ENDPOINTS[inference_type]
-    created = http.post(f"{api_url}/inferences", json=body, headers=HEADERS, timeout=HTTP_TIMEOUT_S)
-    if created.status_code != 201:
-        return Sample(error=f"create answered {created.status_code}: {created.text[:200]}")
-    inference = created.json()["data"]["inference"]
-    job_id = inference["id"]
-    lap("create")
-    uploaded = http.put(inference["api_params_s3_upload_url"], json=payload(index), timeout=HTTP_TIMEOUT_S)
-    if uploaded.status_code != 200:
-        return Sample(error=f"payload upload answered {uploaded.status_code}")
-    lap("upload")
-    started = http.put(f"{api_url}/inferences/{job_id}/start", headers=HEADERS, timeout=HTTP_TIMEOUT_S)
-    if started.status_code not in (200, 202):
-        return Sample(error=f"start answered {started.status_code}: {started.text[:200]}")
-    job = started.json()["data"]["inference"]
-    lap("start")
-    notice: float | None = None
-    deadline = time.monotonic() + JOB_DEADLINE_S
-    while job["status"] not in ("succeed", "failed"):
-        if time.monotonic() > deadline:
-            return Sample(error=f"job {job_id} still {job['status']} after {JOB_DEADLINE_S:g} s")
-        answer = http.get(
-            f"{api_url}/inferences/{job_id}", params={"wait_s": WAIT_S}, headers=HEADERS, timeout=WAIT_S + 30
+    """One job through the extension's client, from a new client to the images in memory."""
+    heard: list[tuple[str, float, float]] = []  # (status, perf_counter, time)
+    began = time.perf_counter()
+    client = MiddlewareClient(api_url, KEY, ADMIN)
+    try:
+        result = run_job(
+            client,
+            task_type="txt2img",
+            payload=payload(index),
+            models={},
+            inference_type=inference_type,
+            endpoint_name=f"esd-{inference_type.lower()}-{ENDPOINT_NAME}",
+            on_status=lambda status: heard.append((status, time.perf_counter(), time.time())),
+            poll_s=POLL_S,
+            timeout_s=HTTP_TIMEOUT_S,
         )
-        returned = time.time()
-        if answer.status_code != 200:
-            return Sample(error=f"GET job answered {answer.status_code}")
-        job = answer.json()["data"]
-        if job["status"] in ("succeed", "failed") and job.get("completeTime"):
-            notice = (returned - _completed_at(job["completeTime"])) * 1000
-    lap("wait")
-    if job["status"] != "succeed":
-        return Sample(error=f"job {job_id} failed: {job.get('error')}")
-    for url in job["img_presigned_urls"]:
-        image = http.get(url, timeout=HTTP_TIMEOUT_S)
-        if image.status_code != 200 or not image.content.startswith(b"\x89PNG"):
-            return Sample(error=f"image download answered {image.status_code}")
-    lap("fetch")
-    total = (time.perf_counter() - began) * 1000
-    return Sample(total, notice if inference_type == "Async" else None, phases)
+    finally:
+        client.close()
+    ended = time.perf_counter()
+    if not result.images or not all(image.startswith(b"\x89PNG") for image in result.images):
+        return Sample(error=f"job {result.job_id}: no PNG images")
+    at = {status: (mark, wall) for status, mark, wall in heard}
+    created = at["created"][0]
+    started = at["inprogress"][0] if "inprogress" in at else at["succeed"][0]
+    finished = at["succeed"][0]
+    phases = {
+        "create": (created - began) * 1000,
+        "upload + start": (started - created) * 1000,
+        "wait": (finished - started) * 1000,
+        "fetch": (ended - finished) * 1000,
+    }
+    notice = None
+    if inference_type == "Async" and result.job.get("completeTime"):
+        notice = (at["succeed"][1] - _completed_at(result.job["completeTime"])) * 1000
+    return Sample((ended - began) * 1000, notice, phases)
 
 
 def run(measure: Callable[[int], Sample], jobs: int, concurrency: int) -> list[Sample]:
@@ -155,120 +126,97 @@ def run(measure: Callable[[int], Sample], jobs: int, concurrency: int) -> list[S
         return list(pool.map(guarded, range(jobs)))
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
-
-
-def summary(values: list[float]) -> tuple[str, str]:
-    if not values:
-        return "-", "-"
-    return f"{statistics.median(values):.1f}", f"{percentile(values, 0.95):.1f}"
-
-
 def prepare(api_url: str, instances: int) -> None:
-    for kind, name in ENDPOINTS.items():
-        body = {
-            "endpoint_name": "bench",
-            "endpoint_type": kind,
-            "initial_instance_count": instances,
-            "autoscaling_enabled": False,
-            "assign_to_roles": ["IT Operator"],
+    """One endpoint of each type, InService."""
+    client = MiddlewareClient(api_url, KEY, ADMIN)
+    try:
+        for kind in KINDS:
+            client.create_endpoint(
+                kind, roles=["IT Operator"], name=ENDPOINT_NAME, initial_instance_count=instances, autoscaling=False
+            )
+
+        def in_service() -> bool:
+            statuses = {item["endpoint_name"]: item["endpoint_status"] for item in client.iter_endpoints()}
+            failed = {name: status for name, status in statuses.items() if status == "Failed"}
+            if failed:
+                raise RuntimeError(f"endpoints failed: {failed}")
+            return all(statuses.get(f"esd-{kind.lower()}-{ENDPOINT_NAME}") == "InService" for kind in KINDS)
+
+        wait_until(in_service, timeout_s=120, interval_s=0.1)
+    finally:
+        client.close()
+
+
+def collect(jobs: int, levels: list[int], instances: int) -> list[Table]:
+    """The overhead table and the phases table."""
+    overhead = Table(
+        title="Job overhead: the extension's run_job + embedded middleware vs the engine double called directly",
+        command=command("bench_inference.py", "--jobs", jobs, "--concurrency", *levels, "--instances", instances),
+        headers=[
+            "concurrent jobs",
+            "path",
+            "ok / failed",
+            "median ms",
+            "p95 ms",
+            "added median ms",
+            "added p95 ms",
+            "notice median / p95 ms",
+        ],
+    )
+    phases_table = Table(
+        title="Job overhead: median ms per phase of run_job",
+        command=overhead.command,
+        headers=["concurrent jobs", "path", "create", "upload + start", "wait", "fetch"],
+    )
+    errors: list[str] = []
+    with stack(engine=True) as (server, engine):
+        assert engine is not None
+        prepare(server.url, instances)
+        measures: dict[str, Callable[[int], Sample]] = {
+            "direct": lambda index: direct(engine.url, index),
+            **{kind: (lambda index, kind=kind: lifecycle(server.url, kind, index)) for kind in KINDS},
         }
-        created = requests.post(f"{api_url}/endpoints", json=body, headers=HEADERS, timeout=HTTP_TIMEOUT_S)
-        created.raise_for_status()
-        assert created.json()["data"]["endpoint_name"] == name, created.text
-
-    def in_service() -> bool:
-        listed = requests.get(f"{api_url}/endpoints", headers=HEADERS, timeout=HTTP_TIMEOUT_S).json()
-        statuses = {item["endpoint_name"]: item["endpoint_status"] for item in listed["data"]["endpoints"]}
-        failed = {name: status for name, status in statuses.items() if status == "Failed"}
-        if failed:
-            raise RuntimeError(f"endpoints failed: {listed}")
-        return all(statuses.get(name) == "InService" for name in ENDPOINTS.values())
-
-    wait_until(in_service, timeout_s=90, interval_s=0.1)
+        for measure in measures.values():  # warm-up: imports, connections, the first model "load"
+            run(measure, WARMUP_JOBS, 1)
+        for concurrency in levels:
+            base: list[float] = []
+            for what, measure in measures.items():
+                samples = run(measure, jobs, concurrency)
+                good = [sample for sample in samples if sample.error is None]
+                errors += [f"{what} at {concurrency}: {sample.error}" for sample in samples if sample.error]
+                totals = [sample.total_ms for sample in good]
+                if what == "direct":
+                    base = totals
+                notices = [sample.notice_ms for sample in good if sample.notice_ms is not None]
+                row = [str(concurrency), "engine directly" if what == "direct" else f"{what} run_job"]
+                row.append(f"{len(good)} / {len(samples) - len(good)}")
+                row += [ms(median(totals)) if totals else "-", ms(percentile(totals, 0.95)) if totals else "-"]
+                if what != "direct" and totals and base:
+                    row += [ms(median(totals) - median(base)), ms(percentile(totals, 0.95) - percentile(base, 0.95))]
+                else:
+                    row += ["-", "-"]
+                row.append(f"{ms(median(notices))} / {ms(percentile(notices, 0.95))}" if notices else "-")
+                overhead.rows.append(row)
+                if what != "direct" and good:
+                    values = [median([sample.phases[name] for sample in good]) for name in phases_table.headers[2:]]
+                    phases_table.rows.append([str(concurrency), what, *(ms(value) for value in values)])
+    overhead.notes.append(
+        f"{jobs} jobs of each kind per level, 64x64 txt2img, {instances} worker instance(s) per endpoint "
+        "(jobs beyond that queue at the endpoint, as on one GPU); a new MiddlewareClient per job, as the WebUI's hook"
+    )
+    overhead.notes.append("added p95 = lifecycle p95 − direct p95")
+    if errors:
+        overhead.notes.append(f"{len(errors)} failed: " + "; ".join(errors[:5]))
+    return [overhead, phases_table]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=50, help="jobs of each kind per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1], help="client threads, e.g. 1 8 32")
-    parser.add_argument("--instances", type=int, default=1, help="instances (worker processes) per endpoint")
+    parser.add_argument("--jobs", type=int, default=200, help="jobs of each kind per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client threads")
+    parser.add_argument("--instances", type=int, default=1, help="worker processes per endpoint")
     args = parser.parse_args()
-
-    print("Inference job lifecycle vs the engine called directly: embedded backend, engine double, 64x64 txt2img")
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"date:    {datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"jobs:    {args.jobs} of each kind per concurrency level; {args.instances} instance(s) per endpoint")
-
-    engine: EngineDouble | None = None
-    server: ServerProcess | None = None
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            engine = EngineDouble()
-            env = {"ESD_API_KEY": KEY, "ESD_ADMIN_PASSWORD": "bench-password", "ESD_ENGINE_URL": engine.url}
-            server = ServerProcess(Path(folder), free_port(), env=env)
-            prepare(server.url, args.instances)
-            measures: dict[str, Callable[[int], Sample]] = {
-                "direct": lambda index, url=engine.url: direct(url, index),
-                **{kind: lambda index, url=server.url, kind=kind: lifecycle(url, kind, index) for kind in ENDPOINTS},
-            }
-            for measure in measures.values():  # warm-up: imports, connections, first model "load"
-                run(measure, WARMUP_JOBS, 1)
-
-            header = (
-                f"{'conc':>4}  {'what':<20} {'ok':>4} {'fail':>4}  {'median ms':>9} {'p95 ms':>8}  "
-                f"{'added ms':>8}  {'notice med ms':>13} {'notice p95 ms':>13}"
-            )
-            print()
-            print(header)
-            print("-" * len(header))
-            phase_rows = []
-            errors: list[str] = []
-            for concurrency in args.concurrency:
-                direct_median: float | None = None
-                for what, measure in measures.items():
-                    samples = run(measure, args.jobs, concurrency)
-                    good = [s for s in samples if s.error is None]
-                    errors += [f"{what} at {concurrency}: {s.error}" for s in samples if s.error]
-                    totals = [s.total_ms for s in good]
-                    median, p95 = summary(totals)
-                    added = "-"
-                    if what == "direct":
-                        direct_median = statistics.median(totals) if totals else None
-                    elif totals and direct_median is not None:
-                        added = f"{statistics.median(totals) - direct_median:.1f}"
-                    notices = [s.notice_ms for s in good if s.notice_ms is not None]
-                    notice_median, notice_p95 = summary(notices)
-                    label = what if what == "direct" else f"{what} lifecycle"
-                    print(
-                        f"{concurrency:>4}  {label:<20} {len(good):>4} {len(samples) - len(good):>4}  "
-                        f"{median:>9} {p95:>8}  {added:>8}  {notice_median:>13} {notice_p95:>13}"
-                    )
-                    if what != "direct" and good:
-                        phases = {
-                            name: statistics.median(s.phases.get(name, 0.0) for s in good)
-                            for name in ("create", "upload", "start", "wait", "fetch")
-                        }
-                        phase_rows.append((concurrency, what, phases))
-            print()
-            print("median ms per phase of the lifecycle")
-            for concurrency, what, phases in phase_rows:
-                parts = "  ".join(f"{name} {value:6.1f}" for name, value in phases.items())
-                print(f"{concurrency:>4}  {what:<10} {parts}")
-            if errors:
-                print()
-                print(f"{len(errors)} failed measurements; the first ones:")
-                for line in errors[:10]:
-                    print(f"  {line}")
-        finally:
-            if server is not None:
-                server.stop()
-            if engine is not None:
-                engine.stop()
+    sys.stdout.write(report(collect(args.jobs, args.concurrency, args.instances)))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "deploy")]
+from common import ROOT, Table, command, report
+
+sys.path.insert(0, str(ROOT / "tests" / "deploy"))
 
 from lambda_runtime import Interpreter, extract, lambda_python, runtime_packages  # noqa: E402
 
@@ -70,13 +71,14 @@ def measure(
     return statistics.median(imports), min(imports), statistics.median(walls)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=7)
-    arguments = parser.parse_args()
+def collect(runs: int) -> list[Table]:
     interpreter = lambda_python()
-    note = "" if interpreter.faithful else " - not the runtime's version"
-    print(f"Python {interpreter.version} ({interpreter.path}){note}")
+    note = "" if interpreter.faithful else ", not the runtime's version"
+    table = Table(
+        title="Cold start: import of the Lambda API handler from the zip",
+        command=command("bench_lambda_import.py", "--runs", runs),
+        headers=["case", "zip MB", "import median ms", "min ms", "process wall median ms"],
+    )
     with tempfile.TemporaryDirectory(prefix="esd-bench-") as scratch:
         folder = Path(scratch)
         runtime = runtime_packages(folder / "runtime")
@@ -87,12 +89,10 @@ def main() -> None:
             built = build(folder / label.replace(" ", "-"), python_version=interpreter.version, precompile=precompile)
             code = extract(built.path, folder / f"code-{len(label)}")
             median, fastest, wall = measure(
-                interpreter, code, runtime, "import middleware_api.lambda_handler", "middleware_api", arguments.runs
+                interpreter, code, runtime, "import middleware_api.lambda_handler", "middleware_api", runs
             )
-            print(
-                f"{label:17} {built.size_mb:5.2f} MB   import middleware_api.lambda_handler: "
-                f"median {median:6.0f} ms, min {fastest:6.0f} ms (process wall median {wall:.0f} ms)"
-            )
+            row = [f"import middleware_api.lambda_handler, {label}", f"{built.size_mb:.2f}"]
+            table.rows.append(row + [f"{median:.0f}", f"{fastest:.0f}", f"{wall:.0f}"])
         compiled = folder / "runtime-compiled"  # Lambda's runtime ships boto3's bytecode: so does this copy
         for link in runtime.iterdir():
             copy = shutil.copytree if link.is_dir() else shutil.copy2
@@ -100,8 +100,19 @@ def main() -> None:
         subprocess.run(
             [interpreter.path, "-m", "compileall", "-q", "-j0", str(compiled)], check=True, capture_output=True
         )
-        median, fastest, _ = measure(interpreter, code, compiled, "import boto3", "boto3", arguments.runs)
-        print(f"runtime's boto3   import boto3: median {median:.0f} ms, min {fastest:.0f} ms")
+        median, fastest, wall = measure(interpreter, code, compiled, "import boto3", "boto3", runs)
+        table.rows.append(
+            ["import boto3 (the runtime's, with bytecode)", "-", f"{median:.0f}", f"{fastest:.0f}", f"{wall:.0f}"]
+        )
+    table.notes.append(f"Python {interpreter.version} ({interpreter.path}{note}), {runs} fresh processes each")
+    return [table]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    arguments = parser.parse_args()
+    sys.stdout.write(report(collect(arguments.runs)))
 
 
 if __name__ == "__main__":

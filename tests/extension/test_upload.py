@@ -8,13 +8,21 @@ import threading
 import tracemalloc
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from ext_support import ADMIN, API_KEY, FaultyAdapter, MiB, Middleware
 
 from aws_extension.client import ApiError, MiddlewareClient
-from aws_extension.upload import UploadCancelled, UploadError, parts_for, resume_upload, upload_file
+from aws_extension.upload import (
+    COMPLETE_MIN_BYTES_PER_S,
+    UploadCancelled,
+    UploadError,
+    parts_for,
+    resume_upload,
+    upload_file,
+)
 
 PART = 8 * MiB
 CONCURRENCY = 4
@@ -170,3 +178,33 @@ def test_refusals_before_any_part_is_sent(client: MiddlewareClient, tmp_path: Pa
         upload_file(client, _random_file(tmp_path / "two.bin", 3 * MiB), "Lora", part_size=MiB)
     grown, count = parts_for(100 * 1024 * MiB, PART)  # 100 GiB would need 12 800 parts of 8 MiB
     assert count <= 10_000 and grown * count >= 100 * 1024 * MiB
+
+
+class _TimeoutRecorder(requests.adapters.HTTPAdapter):
+    """The API session's transport, keeping (method, path, timeout) of every request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str, object]] = []
+
+    def send(self, request: requests.PreparedRequest, **options: object) -> requests.Response:  # type: ignore[override]
+        self.requests.append((request.method or "", urlsplit(request.url or "").path, options.get("timeout")))
+        return super().send(request, **options)  # type: ignore[arg-type]
+
+
+def test_completing_waits_for_the_middleware_in_proportion_to_the_size(middleware: Middleware, tmp_path: Path) -> None:
+    """The middleware joins the parts before it answers the complete (the embedded one copies the whole file):
+    the client waits for that answer longer than its own short timeout when the file is large."""
+    recorder = _TimeoutRecorder()
+    api = requests.Session()
+    api.mount("http://", recorder)
+    client = MiddlewareClient(middleware.url, API_KEY, ADMIN, timeout=1.0, session=api)
+    source = tmp_path / "sparse.safetensors"
+    with source.open("wb") as file:
+        file.truncate(40 * MiB)
+    checkpoint = upload_file(client, source, "Lora", name=_name("complete"))
+    assert checkpoint["status"] == "Active"
+    completes = [timeout for method, path, timeout in recorder.requests if method == "PUT" and "/checkpoints/" in path]
+    assert completes == [pytest.approx(40 * MiB / COMPLETE_MIN_BYTES_PER_S)]  # 2 s, not the client's 1 s
+    assert all(timeout == 1.0 for method, _, timeout in recorder.requests if method == "POST")
+    client.delete_checkpoints([checkpoint["id"]])

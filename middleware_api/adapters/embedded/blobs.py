@@ -47,6 +47,7 @@ UPLOAD_ID_PARAM = "uploadId"
 PART_NUMBER_PARAM = "partNumber"
 MAX_PART_NUMBER = 10_000
 MAX_KEY_BYTES = 1024  # S3's limit
+MAX_UPLOAD_BYTES = 5 << 30  # S3's limit on one PUT, whole object or part; the uploader's parts stay far below
 CHUNK_BYTES = 1 << 20
 COPY_BUFFER_BYTES = 4 << 20
 
@@ -169,6 +170,7 @@ class LocalBlobs:
         self.bucket = bucket
         self.public_url = public_url
         self.url_prefix = "/" + url_prefix.strip("/")
+        self.max_upload_bytes = MAX_UPLOAD_BYTES  # the most one presigned PUT may carry
         self._objects = self.root / "objects"
         self._uploads = self.root / "uploads"
         self._objects.mkdir(parents=True, exist_ok=True)
@@ -447,6 +449,34 @@ class LocalBlobs:
         except BlobError:
             return
         self._drop_upload(folder)
+
+    # maintenance
+
+    def remove_temp_files(self) -> int:
+        """Delete what writes cut short left behind (temp files, half-made or half-dropped uploads); returns how many.
+
+        Only for a store no write is using, such as at server start: a server killed while
+        receiving an object or a part leaves its temp file, which nothing else would remove.
+        Parts already received are kept.
+        """
+        removed = 0
+        for directory, _, files in os.walk(self._objects):
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    (Path(directory) / name).unlink(missing_ok=True)
+                    removed += 1
+                    self._prune(Path(directory))
+        for entry in self._uploads.iterdir():
+            if not entry.is_dir():
+                continue
+            if entry.name.startswith(_TMP_PREFIX) or _read_upload(entry) is None:  # dropped, or never made whole
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+                continue
+            for tmp in entry.glob(f"{_TMP_PREFIX}*"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # internals
 

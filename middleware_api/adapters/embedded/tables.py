@@ -181,7 +181,9 @@ class SqliteTable:
         else:
             self.spec.index(index)
             partition_column, sort_column = f"i_{index}_p", f"i_{index}_s"
-        position = _decode_position(cursor) if cursor else None
+        # a cursor names the query it came from, so one of another list or partition is refused as on DynamoDB
+        origin = [self.spec.name, index or "", partition_value]
+        position = _decode_position(cursor, origin) if cursor else None
         order = "DESC" if descending else "ASC"
         beyond = "<" if descending else ">"
         batch = max(limit + 1, 100)
@@ -207,7 +209,8 @@ class SqliteTable:
         if len(matched) > limit:
             last_position = matched[limit - 1][1]
             return Page(
-                [item for item, _ in matched[:limit]], encode_cursor(dict(zip("spk", last_position, strict=True)))
+                [item for item, _ in matched[:limit]],
+                encode_cursor({**dict(zip("spk", last_position, strict=True)), "q": origin}),
             )
         return Page([item for item, _ in matched], None)
 
@@ -240,10 +243,11 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _decode_position(cursor: str) -> tuple[Any, Any, Any]:
+def _decode_position(cursor: str, origin: list[Any]) -> tuple[Any, Any, Any]:
     position = decode_cursor(cursor)
     values: Iterable[Any] = (position.get("s"), position.get("p"), position.get("k"))
     values = tuple(values)
-    if not all(isinstance(value, _SCALARS) and not isinstance(value, bool) for value in values):
+    scalars = all(isinstance(value, _SCALARS) and not isinstance(value, bool) for value in values)
+    if position.get("q") != origin or not scalars:
         raise BadCursor("exclusive_start_key is not a valid cursor")
     return values  # type: ignore[return-value]
