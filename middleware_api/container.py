@@ -221,6 +221,7 @@ def _embedded_services(settings: Settings, handlers: dict[str, TaskHandler]) -> 
         work_dir=settings.data_dir / "endpoints",
         engine_timeout_s=settings.engine_timeout_s,
         health_timeout_s=settings.endpoint_health_timeout_s,
+        max_instances=settings.local_max_instances,
     )
     trainer_settings = LocalTrainerSettings(
         work_dir=settings.data_dir / "trainings", kohya_dir=settings.kohya_dir, kohya_python=settings.kohya_python

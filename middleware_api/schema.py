@@ -38,9 +38,14 @@ ENDPOINTS = TableSpec(
 )
 
 INFERENCES = TableSpec(
+    # a job is visible to its creator only (its `owner_group_or_role` is [creator]): `by_creator` lists
+    # one user's jobs without reading anyone else's
     name="inferences",
     partition="InferenceJobId",
-    indexes=(Index("by_created", partition="listing", sort="created"),),
+    indexes=(
+        Index("by_created", partition="listing", sort="created"),
+        Index("by_creator", partition="creator", sort="created"),
+    ),
 )
 
 TRAININGS = TableSpec(

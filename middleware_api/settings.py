@@ -11,6 +11,8 @@ BACKENDS = ("embedded", "aws")
 MiB = 1 << 20
 # API Gateway's own limit on a request, so both backends refuse the same bodies
 DEFAULT_MAX_BODY_BYTES = 10 * MiB
+# each instance of a local endpoint is a worker process calling the one local engine
+DEFAULT_LOCAL_MAX_INSTANCES = 4
 
 
 class SettingsError(ValueError):
@@ -40,6 +42,7 @@ class Settings:
     engine_timeout_s: float = 900.0
     endpoint_health_timeout_s: float = 120.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    local_max_instances: int = DEFAULT_LOCAL_MAX_INSTANCES
     task_function_name: str | None = None
     kohya_dir: Path | None = None
     kohya_python: str | None = None
@@ -63,7 +66,10 @@ class Settings:
             "engine_url": env.get("ESD_ENGINE_URL") or "http://127.0.0.1:7860",
             "engine_timeout_s": _number(env, "ESD_ENGINE_TIMEOUT_S", 900.0),
             "endpoint_health_timeout_s": _number(env, "ESD_ENDPOINT_HEALTH_TIMEOUT_S", 120.0),
-            "max_body_bytes": _byte_count(env, "ESD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            "max_body_bytes": _whole_number(env, "ESD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),
+            "local_max_instances": _whole_number(
+                env, "ESD_LOCAL_MAX_INSTANCES", DEFAULT_LOCAL_MAX_INSTANCES, "instances"
+            ),
             "task_function_name": env.get("ESD_TASK_FUNCTION_NAME") or None,
             "kohya_dir": Path(env["ESD_KOHYA_DIR"]) if env.get("ESD_KOHYA_DIR") else None,
             "kohya_python": env.get("ESD_KOHYA_PYTHON") or None,
@@ -91,10 +97,10 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+def _whole_number(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
     text = (env.get(name) or "").strip()
     if not text:
         return default
     if not text.isascii() or not text.isdigit() or int(text) <= 0:
-        raise SettingsError(f"{name} must be a positive whole number of bytes, not {text!r}")
+        raise SettingsError(f"{name} must be a positive whole number of {unit}, not {text!r}")
     return int(text)

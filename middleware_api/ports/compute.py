@@ -50,6 +50,10 @@ class ComputeEvents(Protocol):
 class Compute(Protocol):
     """Deploys endpoints and invokes them."""
 
+    @property
+    def max_instances(self) -> int | None:
+        """The most instances one endpoint may have here (local worker processes); None: no limit of ours."""
+
     def deploy(self, spec: EndpointSpec) -> None:
         """Start creating the endpoint; its state arrives later through `ComputeEvents.endpoint_state`."""
 

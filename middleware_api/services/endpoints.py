@@ -67,6 +67,7 @@ class EndpointService:
             raise BadRequest(f"instance_type {instance_type!r} is not a SageMaker instance type such as ml.g5.2xlarge")
         if initial_instance_count < 1:
             raise BadRequest("initial_instance_count: required minimum: 1")
+        self._require_within_instance_limit(initial_instance_count, max_instances)
         low = min_instances if min_instances is not None else (0 if endpoint_type == ASYNC else 1)
         high = max_instances if max_instances is not None else max(initial_instance_count, 1)
         if autoscaling:
@@ -122,6 +123,21 @@ class EndpointService:
             )
             raise BadRequest(f"deployment of {name} failed: {error}") from error
         return public_endpoint(item)
+
+    def _require_within_instance_limit(self, initial_instance_count: int, max_instances: int | None) -> None:
+        """BadRequest if a count is above the compute's limit (local endpoints: one process per instance)."""
+        limit = self.compute.max_instances
+        if limit is None:
+            return
+        for field_name, count in (
+            ("initial_instance_count", initial_instance_count),
+            ("max_instance_number", max_instances),
+        ):
+            if count is not None and count > limit:
+                raise BadRequest(
+                    f"{field_name} {count} is above this deployment's limit of {limit} instances per endpoint "
+                    f"(each is a local worker process; the limit is set by ESD_LOCAL_MAX_INSTANCES)"
+                )
 
     def find_by_name(self, name: str) -> Item | None:
         """The endpoint with this full name (`esd-async-…`), via the name index."""

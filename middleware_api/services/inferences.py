@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,7 +43,9 @@ class InferenceSettings:
 
     gateway_wait_s: float = GATEWAY_WAIT_S
     invocation_timeout_s: float = 900.0
-    poll_interval_s: float = 0.02
+    # how often a waiting request reads a job that another process finishes (aws: the events Lambda);
+    # a job finished by this process wakes its waiters at once
+    poll_interval_s: float = 0.2
 
 
 class InferenceService:
@@ -65,6 +68,8 @@ class InferenceService:
         self.endpoints = endpoints
         self.checkpoints = checkpoints
         self.settings = settings or InferenceSettings()
+        self._finished = threading.Condition()
+        self._finished_count = 0  # jobs this process finished: a waiter sleeps only if none finished since it read
 
     def task_handlers(self) -> dict[str, Any]:
         return {REALTIME_TASK: lambda payload: self.run_realtime(payload["id"], payload["request"])}
@@ -284,17 +289,24 @@ class InferenceService:
     def _finish(self, job_id: str, changes: Item) -> None:
         with contextlib.suppress(ConditionFailed):  # deleted meanwhile, or already finished: the first outcome stands
             self.table.update(_key(job_id), {**changes, "completeTime": now_text()}, expect={"status": IN_PROGRESS})
+        with self._finished:
+            self._finished_count += 1
+            self._finished.notify_all()
 
     def wait(self, job_id: str, timeout_s: float) -> Item:
         """The job once it has finished, or as it is after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while True:
+            seen = self._finished_count
             job = self.table.get(_key(job_id))
             if job is None:
                 raise NotFound(f"inference with id {job_id} not found")
-            if job["status"] in (SUCCEED, FAILED) or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if job["status"] in (SUCCEED, FAILED) or left <= 0:
                 return job
-            time.sleep(self.settings.poll_interval_s)
+            with self._finished:
+                if self._finished_count == seen:
+                    self._finished.wait(min(self.settings.poll_interval_s, left))
 
     # -- read, list, delete -----------------------------------------------------------
 
@@ -324,7 +336,7 @@ class InferenceService:
         }
 
     def list(self, actor: Actor, limit: int, cursor: str | None, statuses: list[str], task_types: list[str]) -> Page:
-        """The jobs the actor may see (ownership rule), newest first, without presigned URLs."""
+        """The jobs the actor may see (ownership rule: its own), newest first, without presigned URLs."""
         actor.require("inference", "list")
         for status in statuses:
             if status not in STATUSES:
@@ -341,7 +353,7 @@ class InferenceService:
             )
 
         page = self.table.query(
-            schema.LISTING, index="by_created", limit=limit, cursor=cursor, where=where, descending=True
+            actor.username, index="by_creator", limit=limit, cursor=cursor, where=where, descending=True
         )
         return Page([_summary(job) for job in page.items], page.cursor)
 

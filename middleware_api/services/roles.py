@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import Iterable
 
 from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.errors import BadRequest, Conflict, Forbidden
@@ -34,14 +35,18 @@ class RoleService:
     def get(self, name: str) -> Item | None:
         return self.table.get({"kind": KIND, "sort_key": name})
 
-    def permissions_of(self, role_names: list[str]) -> frozenset[str]:
+    def permissions_of(self, role_names: Iterable[str]) -> frozenset[str]:
         """The union of the permissions of existing roles (deleted ones grant nothing)."""
-        granted: set[str] = set()
+        return frozenset().union(*self.permissions_by_role(role_names).values())
+
+    def permissions_by_role(self, role_names: Iterable[str]) -> dict[str, frozenset[str]]:
+        """Each distinct role's permissions, read once (a deleted role grants nothing)."""
+        by_role: dict[str, frozenset[str]] = {}
         for name in role_names:
-            role = self.get(name)
-            if role:
-                granted.update(role.get("permissions", []))
-        return frozenset(granted)
+            if name not in by_role:
+                role = self.get(name)
+                by_role[name] = frozenset(role.get("permissions", [])) if role else frozenset()
+        return by_role
 
     def require_existing(self, role_names: list[str]) -> None:
         """BadRequest naming the first role that does not exist."""

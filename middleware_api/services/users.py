@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import Mapping
 
 from middleware_api.ports.tables import ConditionFailed, Item, Page, Table, query_all
 from middleware_api.services.errors import BadRequest, Conflict, Forbidden, Unauthorized
@@ -141,17 +142,9 @@ class UserService:
                 return user.get("creator") == actor.username or user["username"] == actor.username
 
         page = self.table.query(KIND, limit=limit, cursor=cursor, where=where)
-        return Page([self.public(user) for user in page.items], page.cursor)
-
-    def public(self, user: Item) -> Item:
-        roles = user.get("roles", [])
-        return {
-            "username": user["username"],
-            "roles": roles,
-            "creator": user.get("creator", ""),
-            "permissions": sorted(self.roles.permissions_of(roles)),
-            "password": MASKED_PASSWORD,
-        }
+        # each distinct role read once for the page, not once per user holding it
+        by_role = self.roles.permissions_by_role(role for user in page.items for role in user.get("roles", []))
+        return Page([public_user(user, by_role) for user in page.items], page.cursor)
 
     def delete(self, actor: Actor, usernames: list[str]) -> list[str]:
         """Delete users (not oneself); returns those that existed."""
@@ -174,6 +167,19 @@ def _validate(username: str, password: str | None, require_password: bool = True
         return
     if len(password) < MIN_PASSWORD_LENGTH:
         raise BadRequest(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def public_user(user: Item, permissions_by_role: Mapping[str, frozenset[str]]) -> Item:
+    """A user as the API shows it: its roles' permissions (from `RoleService.permissions_by_role`), password masked."""
+    roles = user.get("roles", [])
+    permissions = frozenset().union(*(permissions_by_role.get(role, frozenset()) for role in roles))
+    return {
+        "username": user["username"],
+        "roles": roles,
+        "creator": user.get("creator", ""),
+        "permissions": sorted(permissions),
+        "password": MASKED_PASSWORD,
+    }
 
 
 def _user_item(username: str, creator: str, roles: list[str], password_hash: str) -> Item:

@@ -12,10 +12,10 @@ State: one server serves both actors, the viewer first. Cases that would change 
 skipped (Hypothesis `reject`): creating/updating or deleting the admin or the viewer user, and
 creating/updating or deleting the viewer's role (the service itself refuses to delete oneself and to change
 or delete the default roles). Without this, one lucky case would make the viewer an admin or strip the admin
-of its roles, and every later case would test the wrong thing. Two more are skipped to keep the run on this
-machine and small: checkpoint downloads from URLs that name a host (the server would fetch them; tests may
-only talk to loopback), and endpoints of more than 2 instances (each instance of a local endpoint is a
-worker process).
+of its roles, and every later case would test the wrong thing. One more is skipped to keep the run on this
+machine: checkpoint downloads from URLs that name a host (the server would fetch them; tests may only talk
+to loopback). Endpoints stay small without a skip: the server allows 2 instances each
+(`ESD_LOCAL_MAX_INSTANCES`; each instance of a local endpoint is a worker process) and refuses larger ones.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.slow
 VIEWER = "fuzz-viewer"
 VIEWER_ROLE = "fuzz-viewer"
 ACTORS = (VIEWER, ADMIN)
-MAX_LOCAL_INSTANCES = 2
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -64,7 +63,12 @@ TALLY = Tally()
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The served API's URL, with the viewer user (a role with no permissions) in place."""
     engine = EngineDouble()
-    env = {"ESD_API_KEY": API_KEY, "ESD_ADMIN_PASSWORD": ADMIN_PASSWORD, "ESD_ENGINE_URL": engine.url}
+    env = {
+        "ESD_API_KEY": API_KEY,
+        "ESD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "ESD_ENGINE_URL": engine.url,
+        "ESD_LOCAL_MAX_INSTANCES": "2",
+    }
     server = ServerProcess(tmp_path_factory.mktemp("fuzz") / "data", free_port(), env=env)
     try:
         admin = _headers(ADMIN)
@@ -142,9 +146,6 @@ def changes_the_fixtures(case: schemathesis.Case) -> bool:
         return _mentions(body.get("role_name_list"), (VIEWER_ROLE,))
     if path == "/checkpoints" and method == "POST":
         return _mentions_host(body.get("urls"))
-    if path == "/endpoints" and method == "POST":
-        counts = (body.get("initial_instance_count"), body.get("max_instance_number"))
-        return any(isinstance(count, int) and count > MAX_LOCAL_INSTANCES for count in counts)
     return False
 
 

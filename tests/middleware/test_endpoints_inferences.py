@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+from typing import Any
 
 import pytest
 from support import Api
@@ -144,6 +147,55 @@ def test_jobs_belong_to_their_creator(api: Api) -> None:
     assert api.get("/inferences", user="pia").json()["data"]["inferences"] == []
     assert api.delete("/inferences", {"inference_id_list": [job_id]}, user="pia").status_code == 404
     assert api.get(f"/inferences/{job_id}").status_code == 200
+
+
+def test_listing_ones_jobs_reads_none_of_anyone_elses(api: Api) -> None:
+    in_service(api, "busy")
+    api.make_user("quiet", ["IT Operator"])
+    body = {"inference_type": "Async", "task_type": "txt2img", "models": {}}
+    busy_ids = {api.post("/inferences", body).json()["data"]["inference"]["id"] for _ in range(30)}
+    quiet_id = api.post("/inferences", body, user="quiet").json()["data"]["inference"]["id"]
+    table = api.services.inferences.table
+    read: list[str] = []
+    original_query = table.query
+
+    def spying_query(partition: str, *, where: Any = None, **options: Any) -> Any:
+        def recording(job: dict) -> bool:
+            read.append(job["InferenceJobId"])
+            return where is None or where(job)
+
+        return original_query(partition, where=recording, **options)
+
+    table.query = spying_query  # type: ignore[method-assign]
+    try:
+        listed = api.get("/inferences", params={"limit": 10}, user="quiet").json()["data"]["inferences"]
+    finally:
+        del table.query
+    assert [job["InferenceJobId"] for job in listed] == [quiet_id]
+    assert not busy_ids & set(read), "listing one user's jobs read another user's"
+
+    pages, cursor = [], None
+    while True:
+        params = {"limit": 7, **({"exclusive_start_key": cursor} if cursor else {})}
+        data = api.get("/inferences", params=params).json()["data"]
+        pages += [job["InferenceJobId"] for job in data["inferences"]]
+        if not (cursor := data["last_evaluated_key"]):
+            break
+    assert sorted(pages) == sorted(busy_ids)
+
+
+def test_a_waiting_request_wakes_when_this_process_finishes_the_job(api: Api) -> None:
+    in_service(api, "waking")
+    body = {"inference_type": "Async", "task_type": "txt2img", "models": {}}
+    job_id = api.post("/inferences", body).json()["data"]["inference"]["id"]
+    inferences = api.services.inferences
+    inferences.table.update({"InferenceJobId": job_id}, {"status": "inprogress"})
+    inferences.settings.poll_interval_s = 10.0  # only a wake-up can end the wait early
+    threading.Timer(0.3, inferences.record_failure, (job_id, "stopped")).start()
+    began = time.monotonic()
+    job = api.get(f"/inferences/{job_id}", params={"wait_s": 20}).json()["data"]
+    assert job["status"] == "failed"
+    assert time.monotonic() - began < 3
 
 
 def test_async_failure_event_records_the_reason(api: Api) -> None:

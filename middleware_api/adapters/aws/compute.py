@@ -168,6 +168,11 @@ class SageMakerCompute:
         self.blobs = blobs
         self.settings = settings
 
+    @property
+    def max_instances(self) -> None:
+        """No limit of ours: SageMaker's own quotas apply."""
+        return None
+
     # -- lifecycle --------------------------------------------------------------
 
     def deploy(self, spec: EndpointSpec) -> None:

@@ -44,6 +44,7 @@ import requests
 import middleware_api
 from middleware_api.ports.blobs import Blobs
 from middleware_api.ports.compute import ComputeEvents, EndpointSpec, InvocationError
+from middleware_api.settings import DEFAULT_LOCAL_MAX_INSTANCES
 
 log = logging.getLogger("middleware_api.compute")
 
@@ -91,6 +92,7 @@ class LocalComputeSettings:
     quick_death_window_s: float = 60.0
     stop_timeout_s: float = 5.0  # SIGTERM, then SIGKILL after this long
     async_threads: int = 16
+    max_instances: int = DEFAULT_LOCAL_MAX_INSTANCES  # per endpoint (ESD_LOCAL_MAX_INSTANCES)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,11 @@ class LocalCompute:
         self._closed = False
 
     # the port
+
+    @property
+    def max_instances(self) -> int:
+        """The most worker processes one endpoint may have (`ESD_LOCAL_MAX_INSTANCES`)."""
+        return self.settings.max_instances
 
     def deploy(self, spec: EndpointSpec) -> None:
         """Start the endpoint's workers in the background; `InService` or `Failed` is reported when known.
