@@ -25,6 +25,7 @@ CHECKPOINTS = TableSpec(
     indexes=(
         Index("by_created", partition="listing", sort="created"),
         Index("by_name", partition="name_key", sort="created"),
+        Index("by_status", partition="checkpoint_status", sort="created"),  # lists of one status
     ),
 )
 

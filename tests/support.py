@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,23 @@ class EngineDouble:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def items_read(table: Any) -> Iterator[list[dict[str, Any]]]:
+    """Within the block, every item `table.query` reads (what its filter is shown) is appended to the list."""
+    read: list[dict[str, Any]] = []
+    original_query = table.query
+
+    def recording_query(partition: str, *, where: Any = None, **options: Any) -> Any:
+        def recording(item: dict[str, Any]) -> bool:
+            read.append(item)
+            return where is None or where(item)
+
+        return original_query(partition, where=recording, **options)
+
+    table.query = recording_query
+    try:
+        yield read
+    finally:
+        del table.query

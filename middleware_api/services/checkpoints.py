@@ -432,9 +432,11 @@ class CheckpointService:
                 and (not wanted_types or item.get("checkpoint_type") in wanted_types)
             )
 
-        page = self.table.query(
-            schema.LISTING, index="by_created", limit=limit, cursor=cursor, where=where, descending=True
+        # one status (the WebUI asks for Active ones) reads only that status's checkpoints
+        partition, index = (
+            (next(iter(wanted_statuses)), "by_status") if len(wanted_statuses) == 1 else (schema.LISTING, "by_created")
         )
+        page = self.table.query(partition, index=index, limit=limit, cursor=cursor, where=where, descending=True)
         return Page([public_checkpoint(item) for item in page.items], page.cursor)
 
     def get(self, actor: Actor, checkpoint_id: str) -> Item:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from support import ADMIN, Api
+from support import ADMIN, Api, items_read
 
 from middleware_api.ports.blobs import BlobError
 
@@ -337,6 +337,30 @@ def test_list_filters_and_paginates_newest_first(api: Api) -> None:
     assert api.get("/checkpoints", params={"status": "Done"}).status_code == 400
     assert api.get("/checkpoints", params={"exclusive_start_key": "garbage!"}).status_code == 400
     assert api.get("/checkpoints", params={"limit": 0}).status_code == 400
+
+
+def test_a_list_of_one_status_reads_only_that_status(api: Api) -> None:
+    active = [uploaded(api, {f"active-{number}.safetensors": b"m"}, "Lora") for number in range(12)]
+    initial = create_upload(api, {"initial.safetensors": 1}, "Lora").json()["data"]["checkpoint"]["id"]
+    with items_read(api.services.checkpoints.table) as read:
+        listed = api.get("/checkpoints", params={"status": "Initial", "limit": 5}).json()["data"]
+    assert [item["id"] for item in listed["checkpoints"]] == [initial] and listed["last_evaluated_key"] is None
+    assert {item.get("checkpoint_status") for item in read} == {"Initial"}
+
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"status": "Active", "limit": 5, **({"exclusive_start_key": cursor} if cursor else {})}
+        data = api.get("/checkpoints", params=params).json()["data"]
+        seen += [item["id"] for item in data["checkpoints"]]
+        if not (cursor := data["last_evaluated_key"]):
+            break
+    assert seen == active[::-1]
+    renamed = api.put(f"/checkpoints/{active[0]}", {"name": "renamed.safetensors"})
+    assert renamed.status_code == 200, renamed.text
+    deleted = api.delete("/checkpoints", {"checkpoint_id_list": [active[1]]})
+    assert deleted.status_code == 204, deleted.text
+    listed_active = api.get("/checkpoints", params={"status": "Active", "limit": 50}).json()["data"]["checkpoints"]
+    assert {item["id"] for item in listed_active} == set(active) - {active[1]}
 
 
 def test_unknown_checkpoint_is_not_found(api: Api) -> None:

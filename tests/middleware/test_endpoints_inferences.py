@@ -7,10 +7,9 @@ import base64
 import json
 import threading
 import time
-from typing import Any
 
 import pytest
-from support import Api
+from support import Api, items_read
 
 ROLE = ["IT Operator"]
 
@@ -155,24 +154,10 @@ def test_listing_ones_jobs_reads_none_of_anyone_elses(api: Api) -> None:
     body = {"inference_type": "Async", "task_type": "txt2img", "models": {}}
     busy_ids = {api.post("/inferences", body).json()["data"]["inference"]["id"] for _ in range(30)}
     quiet_id = api.post("/inferences", body, user="quiet").json()["data"]["inference"]["id"]
-    table = api.services.inferences.table
-    read: list[str] = []
-    original_query = table.query
-
-    def spying_query(partition: str, *, where: Any = None, **options: Any) -> Any:
-        def recording(job: dict) -> bool:
-            read.append(job["InferenceJobId"])
-            return where is None or where(job)
-
-        return original_query(partition, where=recording, **options)
-
-    table.query = spying_query  # type: ignore[method-assign]
-    try:
+    with items_read(api.services.inferences.table) as read:
         listed = api.get("/inferences", params={"limit": 10}, user="quiet").json()["data"]["inferences"]
-    finally:
-        del table.query
     assert [job["InferenceJobId"] for job in listed] == [quiet_id]
-    assert not busy_ids & set(read), "listing one user's jobs read another user's"
+    assert not busy_ids & {job["InferenceJobId"] for job in read}, "listing one user's jobs read another user's"
 
     pages, cursor = [], None
     while True:
