@@ -387,9 +387,10 @@ def collect(
         "aws latencies are moto's: it reads and sorts the whole table on every index query, DynamoDB reads one"
         " page; the last column is what DynamoDB itself would serve per request: the items its Query calls read"
         " (ScannedCount, at least 100 a call) + GetItem calls (the caller's user and role, and more)",
-        f"the two last cases match nothing, so one request reads the whole table: the filter runs on the pages the"
-        f" adapter reads until `limit` items match (middleware_api/adapters/*/tables.py `query`); on moto they stop"
-        f" at {AWS_SCAN_MAX:,} items (each of the N/100 Query calls costs moto O(N))",
+        f"the two last cases match nothing in the whole table: they stay flat because the caller's jobs and one"
+        f" checkpoint status are index partitions of their own (`by_creator`, `by_status` in middleware_api/schema.py);"
+        f" a filter without such an index reads pages until `limit` items match; on moto they stop at"
+        f" {AWS_SCAN_MAX:,} items",
     ]
     return [table]
 
