@@ -297,7 +297,7 @@ def test_create_tables_types_keys_and_is_idempotent(dynamodb: Any) -> None:
     assert sorted(names) == sorted(f"p-{spec.name}" for spec in ALL_TABLES)
     described = dynamodb.describe_table(TableName="p-checkpoints")["Table"]
     types = {entry["AttributeName"]: entry["AttributeType"] for entry in described["AttributeDefinitions"]}
-    assert types == {"id": "S", "listing": "S", "created": "N", "name_key": "S"}
+    assert types == {"id": "S", "listing": "S", "created": "N", "name_key": "S", "checkpoint_status": "S"}
     assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert {index["Projection"]["ProjectionType"] for index in described["GlobalSecondaryIndexes"]} == {"ALL"}
     assert attribute_type("created") == "N" and attribute_type("startTime") == "S"
