@@ -101,6 +101,13 @@ class Api:
         assert response.status_code in (200, 201), response.text
 
 
+def served_env(engine_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a served middleware: the test key and admin password, this engine, and `settings`
+    (`ESD_*` names without the prefix, e.g. `ENGINE_TIMEOUT_S="2"`)."""
+    env = {"ESD_API_KEY": API_KEY, "ESD_ADMIN_PASSWORD": ADMIN_PASSWORD, "ESD_ENGINE_URL": engine_url}
+    return {**env, **{f"ESD_{name}": value for name, value in settings.items()}}
+
+
 class ServerProcess:
     """`python -m middleware_api serve` in a child process, with what it printed at start."""
 

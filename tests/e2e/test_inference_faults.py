@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import API_KEY, EngineDouble, ServerProcess, free_port, wait_until
+from support import API_KEY, EngineDouble, ServerProcess, free_port, served_env, wait_until
 
 ENGINE_TIMEOUT_S = 2
 ENDPOINTS = {"Async": "esd-async-faults", "Real-time": "esd-real-time-faults"}
@@ -41,15 +41,6 @@ class Stack:
     engine: EngineDouble
 
 
-def _server_env(engine_url: str) -> dict[str, str]:
-    return {
-        "ESD_API_KEY": API_KEY,
-        "ESD_ADMIN_PASSWORD": "admin-password-1",
-        "ESD_ENGINE_URL": engine_url,
-        "ESD_ENGINE_TIMEOUT_S": str(ENGINE_TIMEOUT_S),
-    }
-
-
 def _create_endpoint(client: Client, short_name: str, kind: str) -> None:
     body = {
         "endpoint_name": short_name,
@@ -70,7 +61,7 @@ def _endpoint(client: Client, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, engine: EngineDouble) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("inference-faults")
-    server = ServerProcess(data_dir, free_port(), env=_server_env(engine.url))
+    server = ServerProcess(data_dir, free_port(), env=served_env(engine.url, ENGINE_TIMEOUT_S=str(ENGINE_TIMEOUT_S)))
     try:
         client = Client(server.url)
         for kind in ENDPOINTS:
@@ -208,7 +199,7 @@ def test_worker_killed_mid_job_fails_the_job_with_the_reason(stack: Stack, infer
 
 def test_engine_down_fails_the_endpoint_naming_the_engine(tmp_path: Path) -> None:
     engine_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {**_server_env(engine_url), "ESD_ENDPOINT_HEALTH_TIMEOUT_S": "3"}
+    env = served_env(engine_url, ENGINE_TIMEOUT_S=str(ENGINE_TIMEOUT_S), ENDPOINT_HEALTH_TIMEOUT_S="3")
     server = ServerProcess(tmp_path / "data", free_port(), env=env)
     try:
         client = Client(server.url)

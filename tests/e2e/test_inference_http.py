@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import API_KEY, EngineDouble, ServerProcess, free_port, wait_until
+from support import API_KEY, EngineDouble, ServerProcess, free_port, served_env, wait_until
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -58,7 +58,7 @@ class Client:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, engine: EngineDouble) -> Iterator[Client]:
     data_dir: Path = tmp_path_factory.mktemp("inference-e2e")
-    env = {"ESD_API_KEY": API_KEY, "ESD_ADMIN_PASSWORD": "admin-password-1", "ESD_ENGINE_URL": engine.url}
+    env = served_env(engine.url)
     server = ServerProcess(data_dir, free_port(), env=env)
     try:
         yield _prepared(Client(server.url))

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from support import ADMIN, API_KEY, EngineDouble, ServerProcess, free_port, wait_until
+from support import ADMIN, API_KEY, EngineDouble, ServerProcess, free_port, served_env, wait_until
 
 from aws_extension.client import ApiError, MiddlewareClient
 from aws_extension.upload import MIN_PART_SIZE, UploadError, UploadState, resume_upload, upload_file
@@ -58,15 +58,6 @@ class Scene:
     upload_file: Path
     upload_state: UploadState
     upload_error: str
-
-
-def _server_env(engine_url: str) -> dict[str, str]:
-    return {
-        "ESD_API_KEY": API_KEY,
-        "ESD_ADMIN_PASSWORD": "admin-password-1",
-        "ESD_ENGINE_URL": engine_url,
-        "ESD_ENGINE_TIMEOUT_S": "60",
-    }
 
 
 def _records(client: MiddlewareClient) -> dict[str, dict[str, dict[str, Any]]]:
@@ -160,7 +151,7 @@ class _StallingFile(http.server.BaseHTTPRequestHandler):
 def scene(tmp_path_factory: pytest.TempPathFactory, engine: EngineDouble) -> Iterator[Scene]:
     data_dir = tmp_path_factory.mktemp("restart-faults")
     port = free_port()
-    env = _server_env(engine.url)
+    env = served_env(engine.url, ENGINE_TIMEOUT_S="60")
     engine.set_mode("ok")
     file_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingFile)
     threading.Thread(target=file_server.serve_forever, daemon=True).start()

@@ -36,7 +36,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import ADMIN, ADMIN_PASSWORD, API_KEY, EngineDouble, ServerProcess, free_port
+from support import ADMIN, API_KEY, EngineDouble, ServerProcess, free_port, served_env
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +63,7 @@ TALLY = Tally()
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The served API's URL, with the viewer user (a role with no permissions) in place."""
     engine = EngineDouble()
-    env = {
-        "ESD_API_KEY": API_KEY,
-        "ESD_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "ESD_ENGINE_URL": engine.url,
-        "ESD_LOCAL_MAX_INSTANCES": "2",
-    }
+    env = served_env(engine.url, LOCAL_MAX_INSTANCES="2")
     server = ServerProcess(tmp_path_factory.mktemp("fuzz") / "data", free_port(), env=env)
     try:
         admin = _headers(ADMIN)
